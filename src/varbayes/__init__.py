@@ -1,0 +1,30 @@
+"""varbayes: variational and amortized Bayesian deep learning for PyTorch.
+
+The public API: `run` and `reproduce` a method (as the CLI does), `load` and `save` models,
+`fit` a learner with the shared engine; subpackages `data`, `metrics`, `nn`, `infer`, `train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from varbayes.errors import VarbayesError
+from varbayes.models import load
+from varbayes.runner import reproduce, run
+from varbayes.train import fit
+
+__version__ = "0.1.0"
+
+
+def save(model: Any, directory: str | Path) -> None:
+    """Save a trained model as safetensors plus JSON into `directory`."""
+    model.save(directory)
+
+
+def predict(model: Any, x: Any) -> Any:
+    """`model.predict(x)`: class probabilities, or (mean, variance) for regression."""
+    return model.predict(x)
+
+
+__all__ = ["VarbayesError", "fit", "load", "predict", "reproduce", "run", "save"]

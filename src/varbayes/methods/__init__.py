@@ -1,0 +1,1 @@
+"""One module per method, grouped by family; `varbayes.registry` maps names to them."""

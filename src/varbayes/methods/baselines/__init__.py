@@ -1,0 +1,1 @@
+"""Baselines every Bayesian method is compared with."""

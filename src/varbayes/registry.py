@@ -1,0 +1,56 @@
+"""Method name -> the module that implements it, with what the README's table shows.
+
+Adding a method means writing its module (see `varbayes.method` for what it defines) and one
+`Method(...)` line below; the CLI, `varbayes list` and the README's table pick it up.
+`status` says how the method's reproduction came out in its full run, as its docs page records.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from varbayes.errors import one_of
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registry entry."""
+
+    name: str
+    module: str
+    family: str
+    paper: str
+    claim: str
+    status: str  # "baseline" | "reproduced" | "partly reproduced" | "not reproduced" | "in progress"
+    docs: str
+
+
+METHODS: tuple[Method, ...] = (
+    Method(
+        "deterministic", "varbayes.methods.baselines.deterministic", "baselines",
+        "-", "the non-Bayesian network every claim is measured against", "baseline",
+        "docs/methods/deterministic.md",
+    ),
+)
+
+_BY_NAME = {m.name: m for m in METHODS}
+
+
+def names() -> list[str]:
+    """All method names, in registry order."""
+    return [m.name for m in METHODS]
+
+
+def get(name: str) -> Method:
+    """The registry entry for `name`, or a one-line error listing the valid names."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise one_of("method", name, names()) from None
+
+
+def module(name: str) -> ModuleType:
+    """Import the module that implements `name`."""
+    return importlib.import_module(get(name).module)

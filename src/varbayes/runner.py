@@ -1,0 +1,165 @@
+"""Runs a method the way the contract says: settings checked, seeded, result files written.
+
+`run` and `reproduce` are what the CLI calls and what Python users call
+(`varbayes.run("ssvi", dataset="mnist1d", density=0.05)`). Methods never write result.json,
+reproduction.json, report.md or figures themselves; they return them here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from varbayes import registry
+from varbayes.errors import VarbayesError, one_of
+from varbayes.io import atomic_write_json
+from varbayes.method import ReproduceContext, RunContext, RunOutput
+from varbayes.progress import announce
+from varbayes.report import (
+    reproduction_record,
+    result_record,
+    save_figure,
+    write_reproduction_report,
+    write_run_report,
+)
+from varbayes.train.seeding import seed_everything
+
+UCI_SPLITS = {"boston": 20, "concrete": 20}
+
+
+def run(
+    method: str,
+    dataset: str | None = None,
+    *,
+    seed: int = 0,
+    split: int | str = 0,
+    out: str | Path | None = None,
+    settings: tuple[str, ...] | list[str] = (),
+    resume: bool = False,
+    quiet: bool = False,
+    **values: Any,
+) -> dict[str, Any]:
+    """Run `method` once and write result.json, the model, report.md and figures into `out`.
+
+    Settings come as Python keywords (`epochs=5`) and/or CLI strings (`settings=["epochs=5"]`);
+    `split="all"` on a UCI dataset runs every split and reports mean and standard error.
+    Returns the result record.
+    """
+    mod = registry.module(method)
+    cfg = mod.Config.from_settings(list(settings), base=mod.Config.from_values(values))
+    dataset = dataset or mod.DATASETS[0]
+    if dataset not in mod.DATASETS:
+        raise one_of(f"dataset for {method}", dataset, list(mod.DATASETS))
+    out = Path(out) if out is not None else Path("runs") / f"{method}-{dataset}-seed{seed}"
+    if split == "all":
+        return _run_all_splits(mod, method, dataset, cfg, seed, out, resume, quiet)
+    split = _check_split(dataset, split)
+    ctx = RunContext(method, dataset, seed, split, out, resume, quiet)
+    seed_everything(seed)
+    start = time.perf_counter()
+    output: RunOutput = mod.run(cfg, ctx)
+    total = time.perf_counter() - start
+    extra = {"split": split} if dataset in UCI_SPLITS else {}
+    record = result_record(
+        method, dataset, seed, cfg.to_dict(), output.metrics,
+        {**output.timing, "total_seconds": round(total, 3)},
+        **extra, details=output.details,
+    )
+    if _is_main_process():
+        _write_run(out, record, output)
+    return record
+
+
+def reproduce(
+    method: str,
+    *,
+    quick: bool = False,
+    out: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run the method's reproduction, print its claim table and write reproduction.json."""
+    mod = registry.module(method)
+    out = Path(out) if out is not None else Path("runs") / f"reproduce-{method}"
+    ctx = ReproduceContext(method, quick, out, quiet=quiet)
+    seed_everything(0)
+    start = time.perf_counter()
+    rep = mod.reproduce(ctx)
+    seconds = time.perf_counter() - start
+    record = reproduction_record(method, quick, rep, seconds)
+    if _is_main_process():
+        figures = [save_figure(f, out / f"{name}.png").name for name, f in rep.figures.items()]
+        atomic_write_json(out / "reproduction.json", record)
+        write_reproduction_report(out / "report.md", method, quick, rep, seconds, figures)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_run(out: Path, record: dict[str, Any], output: RunOutput) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if output.model is not None:
+        output.model.save(out)
+    figures = [save_figure(f, out / f"{name}.png").name for name, f in output.figures.items()]
+    atomic_write_json(out / "result.json", record)
+    write_run_report(out / "report.md", record, figures, output.notes)
+
+
+def _run_all_splits(
+    mod: Any, method: str, dataset: str, cfg: Any, seed: int, out: Path, resume: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    """Every UCI split into out/split-K, then the mean and standard error into out."""
+    if dataset not in UCI_SPLITS:
+        raise VarbayesError(f"--split all needs a dataset with splits ({', '.join(UCI_SPLITS)})")
+    records = []
+    for k in range(UCI_SPLITS[dataset]):
+        announce(f"{method} on {dataset}: split {k + 1}/{UCI_SPLITS[dataset]}", disable=quiet)
+        records.append(
+            run(method, dataset, seed=seed, split=k, out=out / f"split-{k}",
+                settings=[f"{f}={_as_setting(v)}" for f, v in cfg.to_dict().items()],
+                resume=resume, quiet=quiet)
+        )
+    metrics: dict[str, float] = {}
+    for key in records[0]["metrics"]:
+        vals = [r["metrics"][key] for r in records if isinstance(r["metrics"].get(key), (int, float))]
+        if len(vals) == len(records):
+            mean = sum(vals) / len(vals)
+            var = sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1)
+            metrics[key] = mean
+            metrics[f"{key}_se"] = math.sqrt(var / len(vals))
+    timing = {"total_seconds": sum(r["timing"]["total_seconds"] for r in records)}
+    record = result_record(method, dataset, seed, cfg.to_dict(), metrics, timing,
+                           split="all", n_splits=len(records))
+    if _is_main_process():
+        atomic_write_json(out / "result.json", record)
+        write_run_report(out / "report.md", record, [], [
+            f"Mean and standard error over {len(records)} splits; each split's run is in "
+            "split-K/."
+        ])
+    return record
+
+
+def _check_split(dataset: str, split: int | str) -> int:
+    try:
+        k = int(split)
+    except (TypeError, ValueError):
+        raise VarbayesError(f"--split expects an integer or 'all', got {split!r}") from None
+    n = UCI_SPLITS.get(dataset, 1)
+    if not 0 <= k < n:
+        valid = f"0..{n - 1} or all" if n > 1 else "0 (this dataset has one fixed split)"
+        raise VarbayesError(f"--split {k} is out of range for {dataset}; valid: {valid}")
+    return k
+
+
+def _as_setting(v: Any) -> str:
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v))
+    return "none" if v is None else str(v)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0") or 0) == 0
