@@ -37,7 +37,7 @@ def ood_inputs(ds: Dataset) -> torch.Tensor | None:
 def _shuffled_steps(ds: Dataset) -> torch.Tensor:
     raw = ds.unstandardize(ds.x_test)
     g = torch.Generator().manual_seed(OOD_SEED)
-    order = torch.rand(raw.shape, generator=g).argsort(dim=-1)
+    order = torch.rand(raw.shape, generator=g).argsort(dim=-1).to(raw.device)
     return ds.standardize(raw.gather(-1, order))
 
 
