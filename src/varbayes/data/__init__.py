@@ -9,9 +9,10 @@ folder, and cached under `cache_dir()` keyed by its parameters. See docs/dataset
 """
 
 from varbayes.data.cache import cache_dir
-from varbayes.data.catalog import load, names
+from varbayes.data.catalog import load, n_splits, names
 from varbayes.data.cifar import make_fake_cifar10
 from varbayes.data.dataset import Dataset
 from varbayes.data.validate import check_arrays
 
-__all__ = ["Dataset", "cache_dir", "check_arrays", "load", "make_fake_cifar10", "names"]
+__all__ = ["Dataset", "cache_dir", "check_arrays", "load", "make_fake_cifar10", "n_splits",
+           "names"]

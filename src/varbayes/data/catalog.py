@@ -41,6 +41,13 @@ def names() -> list[str]:
     return sorted(_CATALOG)
 
 
+def n_splits(name: str) -> int:
+    """How many train/test partitions `name` has (1 for a fixed split)."""
+    if name not in _CATALOG:
+        raise one_of("dataset", name, names())
+    return _CATALOG[name].n_splits
+
+
 def load(name: str, *, seed: int = 0, split: int = 0, data_dir: str | None = None) -> Dataset:
     """Load dataset `name` offline (generated, bundled, cached, or read from `data_dir`).
 
