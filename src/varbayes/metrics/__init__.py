@@ -13,6 +13,8 @@ from varbayes.metrics.calibration import (
     reliability_diagram,
 )
 from varbayes.metrics.classification import NLL_FLOOR, accuracy, brier, classification_metrics, nll
+from varbayes.metrics.ood import ood_metrics, ood_scores
+from varbayes.metrics.regression import gaussian_nll, regression_metrics, rmse
 
 __all__ = [
     "NLL_FLOOR",
@@ -24,6 +26,11 @@ __all__ = [
     "classification_metrics",
     "ece_settings",
     "expected_calibration_error",
+    "gaussian_nll",
     "nll",
+    "ood_metrics",
+    "ood_scores",
+    "regression_metrics",
     "reliability_diagram",
+    "rmse",
 ]
