@@ -70,7 +70,7 @@ def test_ece_matches_torchmetrics(n: int, c: int, n_bins: int) -> None:
         numpy_ece(p, y, n_bins), abs=1e-12)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=75, deadline=None)
 @given(probs_and_labels())
 def test_ece_edge_inputs(data: tuple[np.ndarray, np.ndarray]) -> None:
     p, y = data

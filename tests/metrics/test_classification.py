@@ -55,7 +55,7 @@ def test_classification_metrics_keys_and_values() -> None:
     assert out["nll"] == nll(p, y) and out["brier"] == brier(p, y)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(probs_and_labels())
 def test_edge_inputs(data: tuple[np.ndarray, np.ndarray]) -> None:
     p, y = data
