@@ -20,7 +20,13 @@ from varbayes.nn.meanfield import (
     variational_param_groups,
 )
 from varbayes.nn.predictive import mc_sampler, posterior_mean_sampler
-from varbayes.nn.priors import GaussianPrior, ScaleMixturePrior, gaussian_kl, prior_from_dict
+from varbayes.nn.priors import (
+    GaussianPrior,
+    ScaleMixturePrior,
+    gaussian_kl,
+    gaussian_kl_sum,
+    prior_from_dict,
+)
 
 __all__ = [
     "BayesSettings",
@@ -34,6 +40,7 @@ __all__ = [
     "bayesian_layers",
     "bayesianize",
     "gaussian_kl",
+    "gaussian_kl_sum",
     "inverse_sigma",
     "kl_divergence",
     "mc_sampler",

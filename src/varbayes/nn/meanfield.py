@@ -49,7 +49,6 @@ SigmaParam = Literal["softplus", "exp"]
 NOISES = ("lrt", "flipout", "weights")
 SIGMA_PARAMS = ("softplus", "exp")
 LRT_EPS = 1e-8  # added to the LRT variance before the square root (the reference's value)
-_LINEAR_RHO = -15.0  # below this, log(softplus(rho)) = rho to float32 precision
 
 
 def inverse_sigma(sigma: float, sigma_param: str = "softplus") -> float:
@@ -112,14 +111,6 @@ class MeanFieldLayer(nn.Module):
         """Standard deviation from the unconstrained parameter."""
         return F.softplus(rho) if self.sigma_param == "softplus" else torch.exp(rho)
 
-    def log_sigma_of(self, rho: torch.Tensor) -> torch.Tensor:
-        """log sigma, finite even where softplus(rho) underflows (then log sigma = rho)."""
-        if self.sigma_param == "exp":
-            return rho
-        low = rho < _LINEAR_RHO
-        safe = torch.where(low, torch.full_like(rho, _LINEAR_RHO), rho)
-        return torch.where(low, rho, torch.log(F.softplus(safe)))
-
     def weight_mean(self) -> torch.Tensor:
         """mu, with inactive coordinates exactly 0 when a mask is set."""
         mu = self.weight_mu if self.mask is None else self.weight_mu * self.mask
@@ -140,10 +131,9 @@ class MeanFieldLayer(nn.Module):
         mu, rho = self.weight_mu, self.weight_rho
         if self.mask is not None:
             mu, rho = mu[self.mask], rho[self.mask]
-        total = self.prior.kl(mu, self.sigma_of(rho), self.log_sigma_of(rho)).sum()
+        total = self.prior.kl_sum(mu, self.sigma_of(rho))
         if self.bayesian_bias:
-            total = total + self.prior.kl(self.bias_mu, self.sigma_of(self.bias_rho),
-                                          self.log_sigma_of(self.bias_rho)).sum()
+            total = total + self.prior.kl_sum(self.bias_mu, self.sigma_of(self.bias_rho))
         return total
 
     # --- the forward pass -------------------------------------------------------------------
@@ -158,10 +148,11 @@ class MeanFieldLayer(nn.Module):
         if self.noise == "lrt":
             mean = self._op(x, mu, b_mu)
             var = self._op(x * x, sigma * sigma, None if b_sigma is None else b_sigma**2)
-            return mean + torch.sqrt(var + LRT_EPS) * torch.randn_like(mean)
+            return torch.addcmul(mean, torch.sqrt(var + LRT_EPS), torch.randn_like(mean))
         if self.noise == "weights":
-            w = mu + sigma * torch.randn_like(sigma)
-            b = b_mu if b_sigma is None else b_mu + b_sigma * torch.randn_like(b_sigma)
+            w = torch.addcmul(mu, sigma, torch.randn_like(sigma))
+            b = b_mu if b_sigma is None else torch.addcmul(b_mu, b_sigma,
+                                                           torch.randn_like(b_sigma))
             return self._op(x, w, b)
         # flipout
         mean = self._op(x, mu, b_mu)
