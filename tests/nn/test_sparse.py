@@ -136,25 +136,24 @@ def test_sparse_conv_matches_masked_conv():
     y1, gx1, s = _run(sparse, x, "lrt", True)
     torch.testing.assert_close(y1, y0)
     torch.testing.assert_close(gx1, gx0)
-    assert not s.uses_csr(x)
+    assert not s.uses_csr()
     assert s.dense_mean_grad().shape == (5, 3, 3)
 
 
 def test_state_dict_holds_active_values_and_compact_positions():
-    _, _, csr = _pair(n_in=64, n_out=32, k=300)  # 2048 weights, 300 active: bits are smaller
+    _, _, csr = _pair(n_in=64, n_out=32, k=600)  # 2048 weights, 600 active: bits are smallest
     sd = csr.state_dict()
-    assert sd["weight_mu"].shape == (300,) and sd["weight_rho"].shape == (300,)
+    assert sd["weight_mu"].shape == (600,) and sd["weight_rho"].shape == (600,)
     assert sd["weight_bits"].dtype == torch.uint8 and sd["weight_bits"].numel() == 256
     assert "weight_index" not in sd
-    other = to_sparse(MeanFieldLinear(64, 32), torch.arange(300))
+    other = to_sparse(MeanFieldLinear(64, 32), torch.arange(600))
     assert str(other.load_state_dict(sd)) == "<All keys matched successfully>"
     assert torch.equal(other.weight_index, csr.weight_index)
     assert torch.equal(other.weight_mu, csr.weight_mu)
     assert other._pattern is None  # the CSR structure is rebuilt for the new positions
 
-    few = to_sparse(MeanFieldLinear(64, 32), _index(2048, 20))  # 20 positions: int32 smaller
-    sd_few = few.state_dict()
-    assert sd_few["weight_index"].dtype == torch.int32 and "weight_bits" not in sd_few
+    few = to_sparse(MeanFieldLinear(64, 32), _index(2048, 100))  # 100 positions: gaps
+    assert set(few.state_dict()) == {"weight_mu", "weight_rho", "bias", "weight_gaps"}
 
 
 def test_state_dict_with_another_active_count_is_refused():
@@ -168,14 +167,45 @@ def test_state_dict_with_another_active_count_is_refused():
         a.load_state_dict(sd)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(1, 300), st.data())
-def test_position_encodings_round_trip(n, data):
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.data())
+def test_position_encodings_round_trip_and_pick_the_smallest(n, data):
     k = data.draw(st.integers(1, n))
     idx = _index(n, k, data.draw(st.integers(0, 1000)))
     kind, packed = pack_positions(idx, n)
-    assert kind == ("bits" if math.ceil(n / 8) <= 4 * k else "index")
+    sizes = {}
+    for other in ("bits", "gaps", "index"):
+        encoded = _encode(other, idx, n)
+        assert torch.equal(unpack_positions(other, encoded, n), idx)
+        sizes[other] = encoded.numel() * encoded.element_size()
+    assert packed.numel() * packed.element_size() == min(sizes.values())
     assert torch.equal(unpack_positions(kind, packed, n), idx)
+
+
+def _encode(kind, idx, n):
+    """Each encoding written the slow obvious way (a second implementation)."""
+    if kind == "bits":
+        out = bytearray(math.ceil(n / 8))
+        for p in idx.tolist():
+            out[p // 8] |= 1 << (p % 8)
+        return torch.tensor(list(out), dtype=torch.uint8)
+    if kind == "gaps":
+        out, prev = [], -1
+        for p in idx.tolist():
+            g, prev = p - prev, p
+            out += [255] * (g // 255) + [g % 255]
+        return torch.tensor(out, dtype=torch.uint8)
+    return idx.to(torch.int32)
+
+
+def test_gap_encoding_of_long_gaps():
+    idx = torch.tensor([0, 254, 255, 1000, 1765])  # gaps 1, 254, 1, 745 = 2*255 + 235, 765
+    kind, packed = pack_positions(idx, 100_000)
+    assert kind == "gaps"
+    assert packed.tolist() == [1, 254, 1, 255, 255, 235, 255, 255, 255, 0]
+    assert torch.equal(unpack_positions("gaps", packed, 100_000), idx)
+    with pytest.raises(VarbayesError, match="ending in a byte"):
+        unpack_positions("gaps", torch.tensor([3, 255], dtype=torch.uint8), 10)
 
 
 def test_cost_protocol_counts_active_weights():

@@ -17,8 +17,8 @@ from varbayes.nn.sparse import is_sparse, to_sparse
 from varbayes.nn.subspace import (
     SubspaceSchedule,
     density_report,
-    expected_abs,
     exp_abs_moment,
+    expected_abs,
     removal_scores,
     snr_abs_value,
     snr_exp_abs,

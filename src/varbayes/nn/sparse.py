@@ -21,10 +21,12 @@ version in place (same module object, so every parent keeps its reference):
 - `keep_mean_grad = True` makes the next backward pass also produce the dense gradient of the
   loss with respect to the effective (zero-filled) mean tensor, `dense_mean_grad()`, which
   SSVI's growth criterion ranks; it costs one dense weight-gradient product.
-- In state dicts (model files and checkpoints) the positions are stored compactly, whichever
-  is smaller: `weight_bits`, a packed bit mask (uint8, bit j of byte i is flat coordinate
-  8i + j), or `weight_index`, int32 positions. Values are float32 vectors of length k, so a
-  model file holds the active coordinates plus (d + 1/64)-ish overhead per weight.
+- In state dicts (model files and checkpoints) the positions are stored compactly, in the
+  smallest of three encodings (`pack_positions`): `weight_bits`, a packed bit mask (n / 8
+  bytes), `weight_gaps`, uint8 gaps between consecutive positions (about k bytes below
+  density 1/8), or `weight_index`, int32 positions. Values are vectors of length k, so a
+  float32 model file holds 8 bytes per active weight plus at most min(1/8, d) bytes per
+  weight of positions.
 """
 
 from __future__ import annotations
@@ -94,14 +96,29 @@ def csr_linear(x: torch.Tensor, values: torch.Tensor, pattern: CSRPattern,
 
 
 def pack_positions(index: torch.Tensor, n: int) -> tuple[str, torch.Tensor]:
-    """The smaller encoding of sorted flat positions: ("bits", packed uint8 mask) or
-    ("index", int32 positions)."""
-    if math.ceil(n / 8) <= 4 * len(index):
+    """The smallest of three encodings of sorted flat positions among n:
+
+    - "bits": a packed mask, ceil(n / 8) uint8 bytes (bit j of byte i is position 8i + j);
+    - "gaps": uint8 gaps between consecutive positions (the first from -1); a gap g >= 255 is
+      written as g // 255 bytes of 255 and one byte g % 255 - about k bytes when d < 1/8;
+    - "index": the positions as int32, 4k bytes.
+    """
+    index = index.cpu()
+    gaps = torch.diff(index, prepend=torch.tensor([-1]))
+    n_gap_bytes = int((gaps // 255).sum()) + len(index)
+    sizes = {"bits": math.ceil(n / 8), "gaps": n_gap_bytes, "index": 4 * len(index)}
+    kind = min(sizes, key=lambda key: (sizes[key], key))
+    if kind == "bits":
         bits = torch.zeros(math.ceil(n / 8) * 8, dtype=torch.int32)
-        bits[index.cpu()] = 1
+        bits[index] = 1
         weights = torch.tensor([1 << j for j in range(8)], dtype=torch.int32)
         return "bits", (bits.view(-1, 8) * weights).sum(1).to(torch.uint8)
-    return "index", index.cpu().to(torch.int32)
+    if kind == "gaps":
+        q, r = gaps // 255, gaps % 255
+        codes = torch.stack([torch.full_like(r, 255), r], 1).reshape(-1)
+        counts = torch.stack([q, torch.ones_like(q)], 1).reshape(-1)
+        return "gaps", codes.repeat_interleave(counts).to(torch.uint8)
+    return "index", index.to(torch.int32)
 
 
 def unpack_positions(kind: str, data: torch.Tensor, n: int) -> torch.Tensor:
@@ -113,6 +130,13 @@ def unpack_positions(kind: str, data: torch.Tensor, n: int) -> torch.Tensor:
         shifts = torch.arange(8, dtype=torch.int32)
         bits = (data.to(torch.int32).unsqueeze(1) >> shifts) & 1
         return bits.reshape(-1)[:n].nonzero().squeeze(1)
+    if kind == "gaps":
+        if data.dtype != torch.uint8 or data.numel() == 0 or int(data[-1]) == 255:
+            raise VarbayesError("gap-encoded positions must be uint8 ending in a byte < 255")
+        codes = data.to(torch.int64)
+        ends = (codes < 255).nonzero().squeeze(1)
+        totals = codes.cumsum(0)[ends]  # the sum of each gap's bytes, cumulated
+        return _check_index(totals - 1, n)
     return _check_index(data.to(torch.int64), n)
 
 
@@ -243,13 +267,15 @@ class SparseWeights:
             self._pattern = CSRPattern(self.weight_index, self.weight_shape)  # type: ignore
         return self._pattern
 
-    def uses_csr(self, x: torch.Tensor) -> bool:
-        """Whether this call takes the CSR path (Linear layers only)."""
+    def uses_csr(self, device: torch.device | None = None) -> bool:
+        """Whether a call on `device` (default: the weights') takes the CSR path (Linear
+        layers only; "auto" picks it on the CPU for large, sparse enough layers)."""
         if not isinstance(self, MeanFieldLinear) or self.compute == "dense":
             return False
         if self.compute == "csr":
             return True
-        return (x.device.type == "cpu" and self.n_weights >= CSR_MIN_WEIGHTS
+        device = torch.device(device) if device is not None else self.weight_mu.device
+        return (device.type == "cpu" and self.n_weights >= CSR_MIN_WEIGHTS
                 and self.density <= CSR_MAX_DENSITY)
 
     # --- the posterior as the base class sees it -----------------------------------------
@@ -281,7 +307,7 @@ class SparseWeights:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.clear_mean_grad()
-        if not self.uses_csr(x) or (self.sample and self.noise == "flipout"):
+        if not self.uses_csr(x.device) or (self.sample and self.noise == "flipout"):
             return super().forward(x)  # type: ignore[misc]
         n_out, n_in = self.weight_shape
         x2 = x.reshape(-1, n_in)
@@ -316,12 +342,12 @@ class SparseWeights:
                             keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
         kind, data = pack_positions(self.weight_index, self.n_weights)
-        destination[prefix + ("weight_bits" if kind == "bits" else "weight_index")] = data
+        destination[prefix + _POSITION_KEYS[kind]] = data
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
                               local_metadata: Any, strict: bool, missing_keys: list[str],
                               unexpected_keys: list[str], error_msgs: list[str]) -> None:
-        keys = {"bits": prefix + "weight_bits", "index": prefix + "weight_index"}
+        keys = {kind: prefix + name for kind, name in _POSITION_KEYS.items()}
         found = [kind for kind, key in keys.items() if key in state_dict]
         if found:
             index = unpack_positions(found[0], state_dict[keys[found[0]]], self.n_weights)
@@ -344,6 +370,7 @@ class SparseWeights:
                 f"sigma_param={self.sigma_param}, prior={self.prior}")
 
 
+_POSITION_KEYS = {"bits": "weight_bits", "gaps": "weight_gaps", "index": "weight_index"}
 _SPARSE_CLASSES: dict[type, type] = {}
 
 

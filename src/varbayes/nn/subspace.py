@@ -66,8 +66,9 @@ def sparsify(
     rank). `mu_init`: "kaiming-density" draws the kept means from N(0, 2 / (d fan_in)) so the
     pre-activation scale does not depend on d, "normal-0.01" from N(0, 0.01^2) (the reference
     code), "keep" keeps the current means. `sigma_init`: "keep" keeps the layer's sigma,
-    "reference" draws sigma ~ |N(6e-4, (5e-4)^2)| per weight. Density 1 leaves every layer
-    dense and untouched (the model is then plain mean-field VI).
+    "reference" draws sigma ~ |N(6e-4, (5e-4)^2)| per weight. Layers left dense keep their
+    means (unless mu_init is "normal-0.01") and sigmas (unless sigma_init is "reference"), so
+    density 1 with the default initialisation leaves the model untouched: plain mean-field VI.
     """
     if not (isinstance(density, (int, float)) and 0 < density <= 1):
         raise VarbayesError(f"density must be in (0, 1]; got {density!r}")
@@ -89,33 +90,37 @@ def sparsify(
             valid = ", ".join(name for name, _ in named) or "(none)"
             raise VarbayesError(f"dense_layers pattern {p!r} matches no Bayesian layer; "
                                 f"layers: {valid}")
-    if density == 1:
-        return model
     gen = torch.Generator().manual_seed(int(seed))
     for name, layer in named:
-        if is_sparse(layer) or any(_matches(name, p) for p in patterns):
+        if is_sparse(layer):
             continue
-        n = layer.weight_mu.numel()
-        k = n - math.floor((1 - density) * n)
-        index = torch.randperm(n, generator=gen)[:k].sort().values
-        to_sparse(layer, index, compute)
-        _initialise(layer, mu_init, sigma_init, gen)
+        if density < 1 and not any(_matches(name, p) for p in patterns):
+            n = layer.weight_mu.numel()
+            k = n - math.floor((1 - density) * n)
+            index = torch.randperm(n, generator=gen)[:k].sort().values
+            to_sparse(layer, index, compute)
+            _initialise(layer, mu_init, sigma_init, gen)
+        else:  # a dense layer keeps its means unless the reference initialisation is asked
+            _initialise(layer, "keep" if mu_init == "kaiming-density" else mu_init,
+                        sigma_init, gen)
     return model
 
 
 @torch.no_grad()
 def _initialise(layer: Any, mu_init: str, sigma_init: str, gen: torch.Generator) -> None:
-    k = layer.n_active
+    """Draw the stored means / sigmas (length k for a sparse layer, every weight otherwise)."""
+    k = layer.weight_mu.numel()
     if mu_init != "keep":
-        fan_in = layer.n_weights // layer.weight_shape[0]
-        std = math.sqrt(2.0 / (layer.density * fan_in)) if mu_init == "kaiming-density" \
-            else 0.01
-        layer.weight_mu.copy_(torch.randn(k, generator=gen) * std)
+        fan_in = layer.n_weights // layer.weight_mu.shape[0] if not is_sparse(layer) \
+            else layer.n_weights // layer.weight_shape[0]
+        density = layer.n_active / layer.n_weights
+        std = math.sqrt(2.0 / (density * fan_in)) if mu_init == "kaiming-density" else 0.01
+        layer.weight_mu.copy_((torch.randn(k, generator=gen) * std).view_as(layer.weight_mu))
     if sigma_init == "reference":
         sigma = (torch.randn(k, generator=gen, dtype=torch.float64) * 5e-4 + 6e-4).abs()
         sigma = sigma.clamp_min(1e-12)  # the reference redraws an infinite rho; never 0 here
         rho = torch.log(sigma) if layer.sigma_param == "exp" else torch.log(torch.expm1(sigma))
-        layer.weight_rho.copy_(rho.to(layer.weight_rho.dtype))
+        layer.weight_rho.copy_(rho.to(layer.weight_rho.dtype).view_as(layer.weight_rho))
 
 
 def _matches(name: str, pattern: str) -> bool:
