@@ -96,7 +96,7 @@ def test_uci_splits_partition_the_rows_and_differ():
     assert len(set(tests)) == N_SPLITS
 
 
-@pytest.mark.parametrize("name", ["digits", "boston", "concrete"])
+@pytest.mark.parametrize("name", ["boston", "concrete"])
 def test_inputs_are_standardized_on_the_train_part(name):
     ds = load(name, split=3)
     mean, std = ds.x_train.double().mean(0), ds.x_train.double().std(0, unbiased=False)
@@ -108,8 +108,9 @@ def test_inputs_are_standardized_on_the_train_part(name):
     assert torch.allclose(ds.standardize(back), ds.x_train, atol=1e-4)
 
 
-def test_mnist1d_is_standardized_with_one_train_mean_and_std():
-    ds = load("mnist1d")
+@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+def test_images_and_sequences_are_standardized_with_one_train_mean_and_std(name):
+    ds = load(name)
     assert abs(ds.x_train.double().mean().item()) < 1e-5
     assert abs(ds.x_train.double().std(unbiased=False).item() - 1) < 1e-5
     assert isinstance(ds.meta["x_mean"], float) and isinstance(ds.meta["x_std"], float)

@@ -30,14 +30,16 @@ def digits(*, seed: int, split: int, data_dir: str | None) -> Dataset:
     """scikit-learn's 8x8 digits (1797 images, 10 classes), flattened to 64 features.
 
     Split `split` is a stratified 75/25 partition (`train_test_split` with random_state=split):
-    1347 train / 450 test. Pixels are standardized per feature with training statistics
-    (pixels constant on the training part get scale 1). `meta["image_shape"]` is (1, 8, 8):
-    `x.reshape(-1, 1, 8, 8)` gives images for a CNN.
+    1347 train / 450 test. Pixels are standardized with one mean and one std over all
+    training pixels (as for mnist1d): per-pixel statistics would divide border pixels that are
+    almost always 0 by a tiny std, so an inverted digit (the OOD companion) would reach values
+    in the hundreds and every model would be certain about it. `meta["image_shape"]` is
+    (1, 8, 8): `x.reshape(-1, 1, 8, 8)` gives images for a CNN.
     """
     raw = cached("digits", {"source": "sklearn.datasets.load_digits"}, _read_digits)
     n_test = math.ceil(len(raw["y"]) * DIGITS_TEST_FRACTION)  # rounded up as sklearn does: 450
     train, test = stratified_split(raw["y"], n_test, seed=split)
-    mean, std = fit_standardizer(raw["x"][train])
+    mean, std = fit_standardizer(raw["x"][train], axis=None)
     return Dataset(
         name="digits",
         task="classification",
