@@ -12,8 +12,11 @@ ours / peer (goal <= 1.0).
 
 torch-uncertainty's package `__init__` imports torchvision (which needs a torchvision build
 matching the installed torch); its layer files need only torch, so they are loaded directly.
+With a CPU-only torch build (`torch==X+cpu`), install the peers without their dependencies,
+`pip install --no-deps bayesian-torch torch-uncertainty`: their PyPI torchvision dependency is
+built for the default torch and does not load against the CPU build.
 
-    python benchmarks/bnn_layers.py [--repeats 30] [--json out.json]
+    python benchmarks/bnn_layers.py [--repeats 20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,14 +24,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
-import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _timing import machine, markdown, median_times
 
 from varbayes.nn import MeanFieldConv2d, MeanFieldLinear
 
@@ -40,7 +42,7 @@ RHO0 = -4.6  # softplus^-1(0.01)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the measurements here")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -50,11 +52,12 @@ def main() -> None:
         for size in sizes:
             impls = make_layers(kind, size, peers)
             x = make_input(kind, size)
-            times = time_round_robin(impls, x, args.repeats)
-            rows.append({"layer": kind, "size": size, "ms": times})
-    print_table(rows, peers)
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, median of "
-          f"{args.repeats} calls after warm-up")
+            seconds = median_times({name: _call(step, x) for name, step in impls.items()},
+                                   repeats=args.repeats)
+            rows.append({"layer": kind, "size": size,
+                         "ms": {k: v * 1e3 for k, v in seconds.items()}})
+    print(table(rows, peers))
+    print(f"\n{machine()}; median of {args.repeats} interleaved calls after warm-up")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -153,34 +156,25 @@ def make_input(kind: str, size: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(size[0], size[1], size[3], size[3])
 
 
-def time_round_robin(impls: dict[str, Step], x: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median milliseconds per forward + KL + backward, implementations interleaved."""
-    samples: dict[str, list[float]] = {name: [] for name in impls}
-    for step in impls.values():  # warm-up
-        for _ in range(3):
-            step(x).backward()
-    for _ in range(repeats):
-        for name, step in impls.items():
-            start = time.perf_counter()
-            step(x).backward()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(v) for name, v in samples.items()}
+def _call(step: Step, x: torch.Tensor) -> Callable[[], None]:
+    return lambda: step(x).backward()
 
 
-def print_table(rows: list[dict], peers: dict[str, types.ModuleType | None]) -> None:
+def table(rows: list[dict], peers: dict[str, types.ModuleType | None]) -> str:
+    """Markdown: times per implementation and the ratios ours / peer."""
     present = [p for p, mod in peers.items() if mod is not None]
     head = ["layer", "size", "ours (weights) ms", "ours (LRT) ms"]
     head += [f"{p} ms" for p in present]
-    head += [f"ratio vs {p} (weights / LRT)" for p in present]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+    head += [f"ours / {p} (weights, LRT)" for p in present]
+    out = []
     for r in rows:
         ms = r["ms"]
         ours_w, ours_l = ms["varbayes (weights)"], ms["varbayes (lrt)"]
-        cells = [r["layer"], "x".join(map(str, r["size"])), f"{ours_w:.2f}", f"{ours_l:.2f}"]
-        cells += [f"{ms[p]:.2f}" for p in present]
-        cells += [f"{ours_w / ms[p]:.2f} / {ours_l / ms[p]:.2f}" for p in present]
-        print("| " + " | ".join(cells) + " |")
+        cells: list[object] = [r["layer"], "x".join(map(str, r["size"])), ours_w, ours_l]
+        cells += [ms[p] for p in present]
+        cells += [f"{ours_w / ms[p]:.2f}, {ours_l / ms[p]:.2f}" for p in present]
+        out.append(cells)
+    return markdown(head, out)
 
 
 if __name__ == "__main__":

@@ -137,10 +137,10 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
                 "--set", "eval_samples=10", "--set", "kl_weight=0.1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "VARBAYES_QUIET": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", "0", "-m", "varbayes", "run", "mfvi", "--dataset", "two-moons",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "varbayes", "run", "mfvi", "--dataset", "two-moons",
            "--out", str(tmp_path / "ddp"), "--quiet", *settings]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert cli_main(["run", "mfvi", "--dataset", "two-moons", "--out", str(tmp_path / "one"),
                      "--quiet", *settings]) == 0
