@@ -19,7 +19,12 @@ Rounds interleave the contenders (benchmarks/_timing.py); the table gives median
 ratios to dense VI measured in the same run, plus the analytic training-FLOPs and model-file
 ratios. Run with OMP_NUM_THREADS=1 for single-core numbers.
 
-    python benchmarks/ssvi_speed.py [--repeats 3] [--json out.json]
+`--crossover` instead times one sparse Linear layer (LRT forward, KL and backward, batch 128)
+with the CSR kernels against the dense kernels on the same compact storage, for square layers
+of 256 to 2048 units and densities 0.02 to 0.2: the measurement behind `sparse_compute=auto`
+(`CSR_MIN_WEIGHTS`, `CSR_MAX_DENSITY` in varbayes.nn.sparse).
+
+    python benchmarks/ssvi_speed.py [--repeats 3] [--json out.json] [--crossover]
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the measurements here")
+    parser.add_argument("--crossover", action="store_true",
+                        help="time one layer, CSR vs dense kernels, over sizes and densities")
     args = parser.parse_args()
+    if args.crossover:
+        return crossover(args.repeats)
     ds = load("mnist1d")
     x, y = ds.x_train, ds.y_train
     x_pred = ds.x_test[:PREDICT_BATCH]
@@ -103,6 +112,36 @@ def main() -> None:
           f"per epoch; {machine()}; median of {args.repeats} interleaved rounds")
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2))
+
+
+def crossover(repeats: int) -> None:
+    """CSR / dense-kernel time of one layer step, per size and density."""
+    from varbayes.nn.meanfield import MeanFieldLinear
+    from varbayes.nn.sparse import to_sparse
+
+    densities = (0.02, 0.05, 0.1, 0.2)
+    rows = []
+    for width in (256, 512, 1024, 2048):
+        x = torch.randn(128, width)
+        row: list[object] = [f"{width} x {width}"]
+        for d in densities:
+            n = width * width
+            idx = torch.randperm(n)[:max(1, int(d * n))].sort().values
+            layers = {c: to_sparse(MeanFieldLinear(width, width), idx, c)
+                      for c in ("dense", "csr")}
+
+            t = median_times({c: (lambda m=m, x=x: _layer_step(m, x))
+                              for c, m in layers.items()},
+                             repeats=max(repeats, 5), warmup=1)
+            row.append(t["csr"] / t["dense"])
+        rows.append(row)
+    print(markdown(["layer", *[f"CSR / dense kernels at d={d:g}" for d in densities]], rows))
+    print(f"\none LRT step (forward, KL, backward), batch 128; {machine()}")
+
+
+def _layer_step(layer: Any, x: torch.Tensor) -> None:
+    layer.zero_grad()
+    (layer(x).sum() + layer.kl()).backward()
 
 
 def _network() -> torch.nn.Module:

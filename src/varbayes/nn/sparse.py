@@ -45,7 +45,7 @@ COMPUTES = ("auto", "dense", "csr")
 # "auto" uses CSR for Linear layers with at least this many weights and at most this density
 # (measured on a 2-core CPU with one thread, batch 128; see benchmarks/ssvi_speed.py).
 CSR_MIN_WEIGHTS = 250_000
-CSR_MAX_DENSITY = 0.15
+CSR_MAX_DENSITY = 0.2
 
 
 

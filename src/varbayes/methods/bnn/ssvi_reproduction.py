@@ -205,7 +205,7 @@ def _select_beta(ctx: ReproduceContext, runner: _Runner, dataset: str, method: s
     the other 20 % (accuracy breaks ties)."""
     scores = {}
     for beta in BETAS:
-        rec = runner.run(method, dataset, 0, f"select beta={beta:g}",
+        rec = runner.run(method, dataset, 0, f"select {method} beta={beta:g}",
                          {**values, "kl_weight": beta}, EPOCHS, validation=True)
         scores[f"{beta:g}"] = {"nll": rec["metrics"]["nll"],
                                "accuracy": rec["metrics"]["accuracy"]}
