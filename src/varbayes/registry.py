@@ -33,6 +33,12 @@ METHODS: tuple[Method, ...] = (
         "-", "the non-Bayesian network every claim is measured against", "baseline",
         "docs/methods/deterministic.md",
     ),
+    Method(
+        "dp-bayes-estimate", "varbayes.methods.statistics.dp_bayes_estimate", "statistics",
+        "Zanella-Béguelin et al., ICML 2023",
+        "posterior over epsilon from a membership-inference audit, narrower than Clopper-Pearson",
+        "in progress", "docs/methods/dp-bayes-estimate.md",
+    ),
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
