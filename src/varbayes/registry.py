@@ -37,7 +37,7 @@ METHODS: tuple[Method, ...] = (
         "dp-bayes-estimate", "varbayes.methods.statistics.dp_bayes_estimate", "statistics",
         "Zanella-Béguelin et al., ICML 2023",
         "posterior over epsilon from a membership-inference audit, narrower than Clopper-Pearson",
-        "in progress", "docs/methods/dp-bayes-estimate.md",
+        "reproduced", "docs/methods/dp-bayes-estimate.md",
     ),
 )
 

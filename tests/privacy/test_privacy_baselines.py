@@ -64,3 +64,23 @@ def test_inverted_attack_gives_the_same_baseline() -> None:
     a = separate_interval(440, 60, 60, 440, alpha=0.05)
     b = separate_interval(60, 440, 440, 60, alpha=0.05)
     np.testing.assert_allclose(a, b, rtol=1e-9)
+
+
+# Values computed with the paper's package, privacy-estimates 0.1.0.post1
+# (compute_eps_lo_hi with method "beta" and "jeffreys"), a second implementation.
+PEER = [
+    ((440, 60, 60, 440, 0.0, 0.05), (1.6849617914998134, 2.3214205747681773),
+     (1.693386654471866, 2.310702303455058)),
+    ((5, 5, 5, 5, 0.01, 0.05), (0.0, 1.6574652625104669), (0.0, 1.4244064354084272)),
+    ((154, 5, 144, 17, 1e-05, 0.05), (0.0, 2.999772504163533), (0.0, 2.8039889442288444)),
+    ((900, 100, 50, 950, 1e-05, 0.05), (2.561113707654563, 3.248052354532711),
+     (2.5702007408715484, 3.2357369772867335)),
+]
+
+
+@pytest.mark.parametrize(("case", "cp", "jf"), PEER)
+def test_baselines_match_the_papers_package(case: tuple, cp: tuple, jf: tuple) -> None:
+    *counts, delta, alpha = case
+    np.testing.assert_allclose(separate_interval(*counts, delta, alpha, "clopper-pearson"), cp,
+                               rtol=1e-9)
+    np.testing.assert_allclose(jeffreys_interval(*counts, delta=delta, alpha=alpha), jf, rtol=1e-9)

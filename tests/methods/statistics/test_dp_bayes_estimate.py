@@ -46,6 +46,12 @@ def test_gaussian_mechanism_audit(tmp_path: Path) -> None:
         assert (tmp_path / name).is_file()
 
 
+def test_smallest_audit_has_members_and_non_members_in_both_parts(tmp_path: Path) -> None:
+    rec = run("dp-bayes-estimate", "gaussian-mechanism", out=tmp_path, quiet=True, models=4)
+    m = rec["metrics"]
+    assert m["tp"] + m["fn"] == 1 and m["fp"] + m["tn"] == 1
+
+
 def test_broken_mechanism_is_flagged(tmp_path: Path) -> None:
     rec = run("dp-bayes-estimate", "gaussian-mechanism", out=tmp_path, quiet=True,
               models=200, canaries_per_model=4, epsilon=1.0, broken_noise=True)
@@ -91,4 +97,5 @@ def test_quick_reproduction(tmp_path: Path) -> None:
     rec = reproduce("dp-bayes-estimate", quick=True, out=tmp_path, quiet=True)
     assert rec["passed"], [c for c in rec["claims"] if not c["passed"]]
     assert len(rec["claims"]) == 9
-    assert (tmp_path / "reproduction.json").is_file() and (tmp_path / "readme-example.png").is_file()
+    assert (tmp_path / "reproduction.json").is_file()
+    assert (tmp_path / "readme-example.png").is_file()

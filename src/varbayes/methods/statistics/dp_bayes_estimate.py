@@ -190,10 +190,16 @@ def _calibration_models(cfg: Config) -> int:
 
 
 def _inclusion(cfg: Config, seed: int) -> np.ndarray:
-    """(models, canaries) membership: each canary in exactly half of the models, at random."""
+    """(models, canaries) membership: each canary in half of the calibration models and half of
+    the audit models, at random, so both parts always hold members and non-members."""
     rng = np.random.default_rng([seed, 7])
-    k = cfg.canaries_per_model
-    return np.stack([rng.permutation(cfg.models) < cfg.models // 2 for _ in range(k)], axis=1)
+    n_cal = _calibration_models(cfg)
+
+    def half(n: int) -> np.ndarray:
+        return rng.permutation(n) < n // 2
+
+    return np.stack([np.concatenate([half(n_cal), half(cfg.models - n_cal)])
+                     for _ in range(cfg.canaries_per_model)], axis=1)
 
 
 def _dpsgd_trials(cfg: Config, ctx: RunContext) -> dict[str, Any]:
