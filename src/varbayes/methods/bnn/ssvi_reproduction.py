@@ -30,13 +30,18 @@ checks S1-S9 of spec 5.4 on small seeded runs.
 
 Set VARBAYES_REUSE_RUNS=1 to reuse finished runs whose result.json has the same method, seed
 and settings (for resuming an interrupted full run); reproduction.json counts the reused runs.
+Set VARBAYES_JOBS=N to train up to N independent runs at once in worker processes (one torch
+thread each); results do not depend on it, since every run is seeded on its own.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,24 +104,56 @@ def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
     details: dict[str, Any] = {"epochs": EPOCHS, "seeds": list(ctx.seeds), "betas": BETAS}
     notes: list[str] = []
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
+    # phase 1: the beta selection runs of every dataset (independent: run together)
+    selection_specs = [(dataset, method, values, beta)
+                       for dataset in DATASETS
+                       for method, values in (("mfvi", {}), ("ssvi", {"density": 0.1}))
+                       for beta in BETAS]
+    selection_runs = runner.run_many([
+        _Spec(method, dataset, 0, f"select {method} beta={beta:g}",
+              {**values, "kl_weight": beta}, EPOCHS, validation=True)
+        for dataset, method, values, beta in selection_specs])
+    selected: dict[tuple[str, str], tuple[float, dict[str, dict[str, float]]]] = {}
     for dataset in DATASETS:
-        beta_vi, sel_vi = _select_beta(ctx, runner, dataset, "mfvi", {})
-        beta_ssvi, sel_ssvi = _select_beta(ctx, runner, dataset, "ssvi", {"density": 0.1})
-        configs = _configs(beta_vi, beta_ssvi)
-        records = {label: [runner.run(method, dataset, seed, label, values, EPOCHS)
-                           for seed in ctx.seeds]
-                   for label, (method, values) in configs.items()}
-        c4_sigma = SIGMA_LARGE
-        s = _summarise(records)
+        for method in ("mfvi", "ssvi"):
+            recs = {beta: rec for (d, m, _, beta), rec in zip(selection_specs, selection_runs)
+                    if (d, m) == (dataset, method)}
+            selected[dataset, method] = _select_beta(recs)
+    # phase 2: every final run of every dataset, and the CNN runs (report only)
+    final_specs: list[tuple[str, str, _Spec]] = []
+    for dataset in DATASETS:
+        configs = _configs(selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0])
+        final_specs += [(dataset, label, _Spec(method, dataset, seed, label, values, EPOCHS))
+                        for label, (method, values) in configs.items() for seed in ctx.seeds]
+    if "mnist1d" in DATASETS:
+        final_specs += [("cnn", label, spec) for label, spec in _cnn_specs(
+            {"dense VI": selected["mnist1d", "mfvi"][0],
+             "SSVI": selected["mnist1d", "ssvi"][0]})]
+    finals = runner.run_many([spec for _, _, spec in final_specs])
+    records_by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for (dataset, label, _), rec in zip(final_specs, finals):
+        records_by.setdefault(dataset, {}).setdefault(label, []).append(rec)
+    # phase 3 (only where dense VI did not fall at sigma0 = 0.5): sigma0 = 1 (spec 5.4)
+    c4 = {}
+    for dataset in DATASETS:
+        s = _summarise(records_by[dataset])
+        c4[dataset] = SIGMA_LARGE
         if s["dense VI"]["accuracy"] - s["dense VI, sigma0=0.5"]["accuracy"] < 0.10:
-            c4_sigma = 1.0  # spec 5.4: dense VI did not fall; try a larger sigma0
-            for label, (method, values) in (
-                    ("dense VI, sigma0=1", ("mfvi", {"kl_weight": beta_vi, "init_sigma": 1.0})),
-                    ("SSVI d=0.1, sigma0=1", ("ssvi", {"kl_weight": beta_ssvi, "density": 0.1,
-                                                      "init_sigma": 1.0}))):
-                records[label] = [runner.run(method, dataset, seed, label, values, EPOCHS)
-                                  for seed in ctx.seeds]
-            s = _summarise(records)
+            c4[dataset] = 1.0
+            beta_vi, beta_ssvi = selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0]
+            extra = [("dense VI, sigma0=1", "mfvi", {"kl_weight": beta_vi, "init_sigma": 1.0}),
+                     ("SSVI d=0.1, sigma0=1", "ssvi", {"kl_weight": beta_ssvi, "density": 0.1,
+                                                      "init_sigma": 1.0})]
+            recs = runner.run_many([_Spec(method, dataset, seed, label, values, EPOCHS)
+                                    for label, method, values in extra for seed in ctx.seeds])
+            for (label, _, _), i in zip(extra, range(0, len(recs), len(ctx.seeds))):
+                records_by[dataset][label] = recs[i:i + len(ctx.seeds)]
+    for dataset in DATASETS:
+        records = records_by[dataset]
+        beta_vi, sel_vi = selected[dataset, "mfvi"]
+        beta_ssvi, sel_ssvi = selected[dataset, "ssvi"]
+        c4_sigma = c4[dataset]
+        s = _summarise(records)
         summaries[dataset] = s
         claims += _claims(dataset, s, c4_sigma)
         tables[f"{dataset}: test metrics, mean ± sd over seeds {list(ctx.seeds)}"] = \
@@ -134,8 +171,8 @@ def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
         notes.append(f"{dataset}: relative accuracy drop of SSVI d=0.1 vs dense VI "
                      f"{100 * drop / s['dense VI']['accuracy']:.1f} % (absolute "
                      f"{100 * drop:.2f} points).")
-    if "mnist1d" in details:
-        cnn = _cnn(ctx, runner, details["mnist1d"]["beta"])
+    if "cnn" in records_by:
+        cnn = _cnn_table({label: recs[0]["metrics"] for label, recs in records_by["cnn"].items()})
         tables["mnist1d, 1-D CNN (report only, seed 0)"] = cnn["table"]
         details["cnn"] = cnn["rows"]
     notes += [
@@ -199,33 +236,30 @@ def _sigma_label(base: str, sigma: float) -> str:
     return f"{base}, sigma0={sigma:g}"
 
 
-def _select_beta(ctx: ReproduceContext, runner: _Runner, dataset: str, method: str,
-                 values: dict[str, Any]) -> tuple[float, dict[str, dict[str, float]]]:
-    """The beta of BETAS whose seed-0 run on 80 % of the training data has the lowest NLL on
-    the other 20 % (accuracy breaks ties)."""
-    scores = {}
-    for beta in BETAS:
-        rec = runner.run(method, dataset, 0, f"select {method} beta={beta:g}",
-                         {**values, "kl_weight": beta}, EPOCHS, validation=True)
-        scores[f"{beta:g}"] = {"nll": rec["metrics"]["nll"],
-                               "accuracy": rec["metrics"]["accuracy"]}
-    best = min(BETAS, key=lambda b: (round(scores[f"{b:g}"]["nll"], 6),
-                                     -scores[f"{b:g}"]["accuracy"]))
+def _select_beta(recs: dict[float, dict[str, Any]]) -> tuple[float, dict[str, dict[str, float]]]:
+    """The beta whose seed-0 run on 80 % of the training data has the lowest NLL on the other
+    20 % (accuracy breaks ties)."""
+    scores = {f"{beta:g}": {"nll": rec["metrics"]["nll"], "accuracy": rec["metrics"]["accuracy"]}
+              for beta, rec in recs.items()}
+    best = min(recs, key=lambda b: (round(scores[f"{b:g}"]["nll"], 6),
+                                    -scores[f"{b:g}"]["accuracy"]))
     return best, scores
 
 
-def _cnn(ctx: ReproduceContext, runner: _Runner, beta: dict[str, float]) -> dict[str, Any]:
-    """mnist1d with the default 1-D CNN (report only): dense VI, SSVI d=0.1 with all layers
-    sparse, and with the classifier (head.1) dense."""
-    rows = {}
+def _cnn_specs(beta: dict[str, float]) -> list[tuple[str, _Spec]]:
+    """mnist1d with the default 1-D CNN (report only, seed 0): dense VI, SSVI d=0.1 with all
+    layers sparse, and with the classifier (head.1) dense."""
     cnn = {"model": "cnn"}
-    for label, method, values in (
-            ("dense VI (CNN)", "mfvi", {**cnn, "kl_weight": beta["dense VI"]}),
-            ("SSVI d=0.1 (CNN)", "ssvi", {**cnn, "kl_weight": beta["SSVI"], "density": 0.1}),
-            ("SSVI d=0.1, dense last layer (CNN)", "ssvi",
-             {**cnn, "kl_weight": beta["SSVI"], "density": 0.1, "dense_layers": ("head.1",)})):
-        rec = runner.run(method, "mnist1d", 0, label, values, EPOCHS)
-        rows[label] = rec["metrics"]
+    runs = (
+        ("dense VI (CNN)", "mfvi", {**cnn, "kl_weight": beta["dense VI"]}),
+        ("SSVI d=0.1 (CNN)", "ssvi", {**cnn, "kl_weight": beta["SSVI"], "density": 0.1}),
+        ("SSVI d=0.1, dense last layer (CNN)", "ssvi",
+         {**cnn, "kl_weight": beta["SSVI"], "density": 0.1, "dense_layers": ("head.1",)}))
+    return [(label, _Spec(method, "mnist1d", 0, label, values, EPOCHS))
+            for label, method, values in runs]
+
+
+def _cnn_table(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     dense_flops = rows["dense VI (CNN)"]["train_flops"]
     table = markdown_table(
         ["run", "acc %", "NLL", "ECE", "overall density", "FLOPs / dense VI"],
@@ -249,8 +283,9 @@ def _quick(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
         "SSVI d=0.02": ("ssvi", {"kl_weight": beta, "density": 0.02}),
         "static d=0.02": ("ssvi", {"kl_weight": beta, "density": 0.02, "mask_updates": False}),
     }
-    records = {label: [runner.run(method, "mnist1d", seed, label, values, QUICK_EPOCHS)]
-               for label, (method, values) in configs.items()}
+    recs = runner.run_many([_Spec(method, "mnist1d", seed, label, values, QUICK_EPOCHS)
+                            for label, (method, values) in configs.items()])
+    records = {label: [rec] for label, rec in zip(configs, recs)}
     s = _summarise(records)
     vi, d1 = s["dense VI"], s["SSVI d=0.1"]
     claims = [
@@ -284,35 +319,95 @@ def _quick(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
 # running and summarising
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """One training run of the reproduction."""
+
+    method: str
+    dataset: str
+    seed: int
+    label: str
+    values: dict[str, Any]
+    epochs: int
+    validation: bool = False
+
+
 class _Runner:
-    """Runs one configuration into ctx.out/DATASET/LABEL-seedN (optionally reusing it)."""
+    """Runs configurations into ctx.out/DATASET/LABEL-seedN (optionally reusing them), one
+    after the other or, with VARBAYES_JOBS > 1, in that many worker processes."""
 
     def __init__(self, ctx: ReproduceContext) -> None:
         self.ctx = ctx
         self.reuse = os.environ.get("VARBAYES_REUSE_RUNS", "") not in ("", "0")
+        self.jobs = max(1, int(os.environ.get("VARBAYES_JOBS", "1") or 1))
         self.reused = 0
 
-    def run(self, method: str, dataset: str, seed: int, label: str, values: dict[str, Any],
-            epochs: int, validation: bool = False) -> dict[str, Any]:
-        from varbayes.runner import run
+    def run_many(self, specs: list[_Spec]) -> list[dict[str, Any]]:
+        """Every spec's record, in order."""
+        if self.jobs == 1 or len(specs) <= 1:
+            return [self.run(spec) for spec in specs]
+        pending = [i for i, spec in enumerate(specs) if self._reusable(spec) is None]
+        records: list[dict[str, Any] | None] = [self._reusable(spec) for spec in specs]
+        self.reused += len(specs) - len(pending)
+        mp = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(self.jobs, len(pending) or 1), mp_context=mp,
+                                 initializer=_one_thread) as pool:
+            futures = {i: pool.submit(_run_spec, self.ctx, specs[i]) for i in pending}
+            for i, future in futures.items():
+                records[i] = future.result()
+        return [rec for rec in records if rec is not None]
 
-        values = {**COMMON, **values, "epochs": epochs}
-        out = Path(self.ctx.out) / dataset / f"{_slug(label)}-seed{seed}"
-        cfg = registry.module(method).Config.from_values(values)
+    def run(self, spec: _Spec) -> dict[str, Any]:
+        rec = self._reusable(spec)
+        if rec is not None:
+            self.reused += 1
+            return rec
+        return _run_spec(self.ctx, spec)
+
+    def _reusable(self, spec: _Spec) -> dict[str, Any] | None:
+        if not self.reuse:
+            return None
+        out = _out_dir(self.ctx, spec)
+        if not (out / "result.json").is_file():
+            return None
+        cfg = registry.module(spec.method).Config.from_values(_values(spec))
         expected = json.loads(json.dumps(to_jsonable(cfg.to_dict())))
-        if self.reuse and (out / "result.json").is_file():
-            rec = json.loads((out / "result.json").read_text())
-            if (rec.get("method"), rec.get("seed"), rec.get("config"),
-                    rec.get("details", {}).get("validation_run", False)) == \
-                    (method, seed, expected, validation):
-                self.reused += 1
-                return _with_file_size(rec, out)
-        with self.ctx.step(f"{dataset}: {label}, seed {seed} ({method}, {epochs} epochs)"):
-            if validation:
-                rec = _validation_run(method, dataset, seed, cfg, out, self.ctx.quiet)
-            else:
-                rec = run(method, dataset, seed=seed, out=out, quiet=self.ctx.quiet, **values)
+        rec = json.loads((out / "result.json").read_text())
+        if (rec.get("method"), rec.get("seed"), rec.get("config"),
+                rec.get("details", {}).get("validation_run", False)) != \
+                (spec.method, spec.seed, expected, spec.validation):
+            return None
         return _with_file_size(rec, out)
+
+
+def _values(spec: _Spec) -> dict[str, Any]:
+    return {**COMMON, **spec.values, "epochs": spec.epochs}
+
+
+def _out_dir(ctx: ReproduceContext, spec: _Spec) -> Path:
+    return Path(ctx.out) / spec.dataset / f"{_slug(spec.label)}-seed{spec.seed}"
+
+
+def _one_thread() -> None:
+    """Worker initialiser: one torch thread per worker (the workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_spec(ctx: ReproduceContext, spec: _Spec) -> dict[str, Any]:
+    from varbayes.runner import run
+
+    values, out = _values(spec), _out_dir(ctx, spec)
+    with ctx.step(f"{spec.dataset}: {spec.label}, seed {spec.seed} ({spec.method}, "
+                  f"{spec.epochs} epochs)"):
+        if spec.validation:
+            cfg = registry.module(spec.method).Config.from_values(values)
+            rec = _validation_run(spec.method, spec.dataset, spec.seed, cfg, out, ctx.quiet)
+        else:
+            rec = run(spec.method, spec.dataset, seed=spec.seed, out=out, quiet=ctx.quiet,
+                      **values)
+    return _with_file_size(rec, out)
 
 
 class _ValidationContext(RunContext):
