@@ -148,6 +148,27 @@ def test_snr_and_snr_abs_rank_identically(seed, log_scale, k):
     assert torch.equal(removal_scores(mu, sigma, "snr"), removal_scores(mu, sigma, "snr_abs"))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(-7, 7), st.floats(-3, 3)), min_size=2, max_size=40))
+def test_snr_of_abs_theta_from_its_definition_depends_on_r_only_and_increases(pairs):
+    """Spec section 3 from the definition: SNR(|theta|) = E|theta| / sd|theta| computed from
+    (mu, sigma) - folded-normal mean, E theta^2 = mu^2 + sigma^2 - equals g(|mu|/sigma) whatever
+    the scale sigma, so it orders any weights exactly as |mu|/sigma does."""
+    r_signed = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
+    sigma = 10.0 ** torch.tensor([p[1] for p in pairs], dtype=torch.float64)
+    mu = r_signed * sigma
+    e = expected_abs(mu, sigma)
+    literal = e / torch.sqrt(mu * mu + sigma * sigma - e * e)  # float64, r <= 7: no cancelling
+    r = mu.abs() / sigma
+    torch.testing.assert_close(literal, snr_abs_value(r), rtol=1e-7, atol=0)
+    i, j = torch.triu_indices(len(pairs), len(pairs), 1)
+    lo, hi = torch.where(r[i] <= r[j], i, j), torch.where(r[i] <= r[j], j, i)
+    assert bool((literal[lo] <= literal[hi] * (1 + 1e-12)).all())  # never out of order
+    # strictly increasing wherever float64 can resolve it (g(r) - g(0) is O(r^4) near 0)
+    apart = (r[hi] - r[lo] > 1e-3) & (r[hi] > 0.1)
+    assert bool((literal[lo] < literal[hi])[apart].all())
+
+
 def test_scores_are_finite_for_extreme_inputs():
     mu = torch.tensor([0.0, 1e-30, 5.0, -300.0, 1e-3])
     sigma = torch.tensor([1e-30, 1e-8, 1e-8, 2.0, 1.0])

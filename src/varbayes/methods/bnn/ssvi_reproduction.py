@@ -10,7 +10,7 @@ Full run, on mnist1d (MLP 40-256-256-10) and digits (MLP 64-256-256-10), 150 epo
    SSVI at other densities and the static masks use SSVI's beta.
 2. Final runs on the full training set, each evaluated once on the test split: deterministic
    (weight decay 1e-4), dense VI at sigma0 = 0.01 and 0.5, SSVI at d = 0.1, 0.05, 0.02,
-   SSVI d = 0.1 at sigma0 = 0.5, static random masks at d = 0.1, 0.05, 0.02.
+   SSVI d = 0.1 at sigma0 = 0.5, static random masks at d = 0.1 and 0.02.
 3. Claims (means over seeds), per dataset:
    C1 accuracy drop vs dense VI <= 3 points at d = 0.1 and <= 4 at d = 0.05;
    C2 analytic training-FLOPs ratio vs dense VI <= 0.105 at d = 0.1 and <= 0.06 at 0.05;
@@ -68,10 +68,12 @@ COMMON = {"val_fraction": 0.0, "checkpoint_every": 10**9}
 SIGMA_LARGE = 0.5
 
 
-def reproduce_ssvi(ctx: ReproduceContext) -> Reproduction:
-    """The full or quick reproduction; see the module doc."""
+def reproduce_ssvi(ctx: ReproduceContext, datasets: tuple[str, ...] = DATASETS,
+                   cnn: bool = True) -> Reproduction:
+    """The full or quick reproduction; see the module doc. `datasets` and `cnn` narrow the
+    full run (the CLI runs all of it)."""
     runner = _Runner(ctx)
-    rep = _quick(ctx, runner) if ctx.quick else _full(ctx, runner)
+    rep = _quick(ctx, runner) if ctx.quick else _full(ctx, runner, datasets, cnn)
     rep.details["reused_runs"] = runner.reused
     return rep
 
@@ -93,20 +95,21 @@ def _configs(beta_vi: float, beta_ssvi: float) -> dict[str, tuple[str, dict[str,
         "SSVI d=0.1, sigma0=0.5": ("ssvi", {**ssvi, "density": 0.1,
                                             "init_sigma": SIGMA_LARGE}),
         "static d=0.1": ("ssvi", {**ssvi, "density": 0.1, "mask_updates": False}),
-        "static d=0.05": ("ssvi", {**ssvi, "density": 0.05, "mask_updates": False}),
         "static d=0.02": ("ssvi", {**ssvi, "density": 0.02, "mask_updates": False}),
     }
 
 
-def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
+def _full(ctx: ReproduceContext, runner: _Runner, datasets: tuple[str, ...],
+          cnn: bool) -> Reproduction:
     claims: list[Claim] = []
     tables: dict[str, str] = {}
-    details: dict[str, Any] = {"epochs": EPOCHS, "seeds": list(ctx.seeds), "betas": BETAS}
+    details: dict[str, Any] = {"epochs": EPOCHS, "seeds": list(ctx.seeds), "betas": BETAS,
+                               "datasets": list(datasets)}
     notes: list[str] = []
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
     # phase 1: the beta selection runs of every dataset (independent: run together)
     selection_specs = [(dataset, method, values, beta)
-                       for dataset in DATASETS
+                       for dataset in datasets
                        for method, values in (("mfvi", {}), ("ssvi", {"density": 0.1}))
                        for beta in BETAS]
     selection_runs = runner.run_many([
@@ -114,18 +117,20 @@ def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
               {**values, "kl_weight": beta}, EPOCHS, validation=True)
         for dataset, method, values, beta in selection_specs])
     selected: dict[tuple[str, str], tuple[float, dict[str, dict[str, float]]]] = {}
-    for dataset in DATASETS:
+    for dataset in datasets:
         for method in ("mfvi", "ssvi"):
             recs = {beta: rec for (d, m, _, beta), rec in zip(selection_specs, selection_runs)
                     if (d, m) == (dataset, method)}
             selected[dataset, method] = _select_beta(recs)
     # phase 2: every final run of every dataset, and the CNN runs (report only)
+    # (ordered by seed, so an interrupted run has whole seeds to reuse)
     final_specs: list[tuple[str, str, _Spec]] = []
-    for dataset in DATASETS:
-        configs = _configs(selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0])
-        final_specs += [(dataset, label, _Spec(method, dataset, seed, label, values, EPOCHS))
-                        for label, (method, values) in configs.items() for seed in ctx.seeds]
-    if "mnist1d" in DATASETS:
+    for seed in ctx.seeds:
+        for dataset in datasets:
+            configs = _configs(selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0])
+            final_specs += [(dataset, label, _Spec(method, dataset, seed, label, values, EPOCHS))
+                            for label, (method, values) in configs.items()]
+    if cnn and "mnist1d" in datasets:
         final_specs += [("cnn", label, spec) for label, spec in _cnn_specs(
             {"dense VI": selected["mnist1d", "mfvi"][0],
              "SSVI": selected["mnist1d", "ssvi"][0]})]
@@ -135,7 +140,7 @@ def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
         records_by.setdefault(dataset, {}).setdefault(label, []).append(rec)
     # phase 3 (only where dense VI did not fall at sigma0 = 0.5): sigma0 = 1 (spec 5.4)
     c4 = {}
-    for dataset in DATASETS:
+    for dataset in datasets:
         s = _summarise(records_by[dataset])
         c4[dataset] = SIGMA_LARGE
         if s["dense VI"]["accuracy"] - s["dense VI, sigma0=0.5"]["accuracy"] < 0.10:
@@ -148,7 +153,7 @@ def _full(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
                                     for label, method, values in extra for seed in ctx.seeds])
             for (label, _, _), i in zip(extra, range(0, len(recs), len(ctx.seeds))):
                 records_by[dataset][label] = recs[i:i + len(ctx.seeds)]
-    for dataset in DATASETS:
+    for dataset in datasets:
         records = records_by[dataset]
         beta_vi, sel_vi = selected[dataset, "mfvi"]
         beta_ssvi, sel_ssvi = selected[dataset, "ssvi"]
