@@ -48,11 +48,13 @@ class ObjectiveLearner(Learner):
         samples: int = 1,
         params: Iterable[nn.Parameter] = (),
         paired: bool = False,
+        has_data: bool = True,
     ) -> None:
         super().__init__()
         self.objective, self.model_fn, self.guide_fn = objective, model, guide
         self.strategies = dict(strategies or {})
-        self.plates, self.samples, self.paired = plates, samples, paired
+        self.plates, self.samples = plates, samples
+        self.paired, self.has_data = paired, has_data
         owners: list[nn.Module] = []
         candidates = [model, guide, *(s.baseline for s in self.strategies.values()
                                       if isinstance(s, Reinforce))]
@@ -78,7 +80,7 @@ class ObjectiveLearner(Learner):
             return -self.estimate(*self._args(x, y)).mean
 
     def _args(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.plates == 0 and x.shape[-1] == 0:
+        if not self.has_data:
             return ()
         return (x, y) if self.paired else (x,)
 
@@ -114,7 +116,8 @@ def fit(
     if plates is None:
         plates = 0 if data is None else 1
     learner = ObjectiveLearner(objective, model, guide, strategies=strategies, plates=plates,
-                               samples=samples, params=params, paired=paired)
+                               samples=samples, params=params, paired=paired,
+                               has_data=data is not None)
     if data is None:
         cfg = _one_step_per_epoch(cfg)
     x_val, y_val = _as_arrays(validation) if validation is not None else (None, None)
@@ -141,14 +144,15 @@ def evaluate(
     if plates is None:
         plates = 0 if data is None else 1
     learner = ObjectiveLearner(objective, model, guide, plates=plates, samples=samples,
-                               paired=paired)
+                               paired=paired, has_data=data is not None)
     parts = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             args = learner._args(x[i:i + batch_size], y[i:i + batch_size])
             value = learner.estimate(*args).value
-            parts.append(value.reshape(-1, *value.shape[value.dim() - plates:])
-                         .mean(0).reshape(-1) if plates else value.reshape(-1))
+            if plates and data is not None:  # one value per data point
+                value = value.reshape(-1, *value.shape[value.dim() - plates:]).mean(0)
+            parts.append(value.reshape(-1))
     values = torch.cat(parts).double()
     se = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
     return float(values.mean()), se

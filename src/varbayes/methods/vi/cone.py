@@ -41,29 +41,37 @@ def model() -> None:
 
 
 class NaiveGuide(nn.Module):
-    """x ~ N(mu1, exp(s1)), y ~ N(mu2, exp(s2)); phi = (mu1, mu2, s1, s2)."""
+    """x ~ N(mu1, exp(s1)), y ~ N(mu2, exp(s2)); phi = (mu1, mu2, s1, s2) per replicate.
 
-    def __init__(self, phi: tuple[float, float, float, float]) -> None:
+    `replicates` independent copies of the guide train side by side (a plate of size R: each
+    has its own parameters and random numbers, so R replicates are R independent runs).
+    """
+
+    def __init__(self, phi: tuple[float, ...], replicates: int = 1) -> None:
         super().__init__()
-        self.phi = nn.Parameter(torch.tensor(phi, dtype=torch.float64))
+        start = torch.tensor(phi, dtype=torch.float64)
+        self.phi = nn.Parameter(start.expand(replicates, len(phi)).clone())
 
     def forward(self) -> None:
-        mu1, mu2, s1, s2 = self.phi
+        mu1, mu2, s1, s2 = self.phi.unbind(-1)
         infer.sample("x", Normal(mu1, s1.exp(), validate_args=False))
         infer.sample("y", Normal(mu2, s2.exp(), validate_args=False))
 
 
 class AngleGuide(nn.Module):
     """u ~ U(0, 1), theta = 2 pi u, x ~ N(sqrt5 cos theta, exp(s1)), y ~ N(sqrt5 sin theta,
-    exp(s2)); phi = (s1, s2). The auxiliary u is what the HVI family marginalises."""
+    exp(s2)); phi = (s1, s2) per replicate. The auxiliary u is what the HVI family
+    marginalises."""
 
-    def __init__(self, phi: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(self, phi: tuple[float, ...] = (0.0, 0.0), replicates: int = 1) -> None:
         super().__init__()
-        self.phi = nn.Parameter(torch.tensor(phi, dtype=torch.float64))
+        start = torch.tensor(phi, dtype=torch.float64)
+        self.phi = nn.Parameter(start.expand(replicates, len(phi)).clone())
 
     def forward(self) -> None:
-        s1, s2 = self.phi
-        u = infer.sample("u", Uniform(_t(0.0), _t(1.0), validate_args=False))
+        s1, s2 = self.phi.unbind(-1)
+        zeros = torch.zeros_like(s1.detach())
+        u = infer.sample("u", Uniform(zeros, zeros + 1.0, validate_args=False))
         theta = 2 * math.pi * u
         radius = math.sqrt(Z_OBS)
         infer.sample("x", Normal(radius * torch.cos(theta), s1.exp(), validate_args=False))
@@ -80,56 +88,77 @@ class Setting:
     samples: int
 
 
-def setting(name: str) -> Setting:
-    """The artifact's settings for objective `name`."""
+def setting(name: str, k: int = 5, n: int = 5) -> Setting:
+    """The artifact's settings for objective `name` (K particles, N auxiliary samples)."""
     if name == "elbo":
         return Setting(infer.elbo(), "naive", (0.0, 0.0, 1.0, 1.0), 64)
     if name == "iwelbo":
-        return Setting(infer.iwelbo(5), "naive", (3.0, 0.0, 1.0, 1.0), 1)
+        return Setting(infer.iwelbo(k), "naive", (3.0, 0.0, 1.0, 1.0), 1)
     if name == "hvi":
         return Setting(infer.hvi("u"), "angle", (0.0, 0.0), 64)
     if name == "iwhvi":
-        return Setting(infer.iwhvi("u", 5), "angle", (0.0, 0.0), 64)
+        return Setting(infer.iwhvi("u", n), "angle", (0.0, 0.0), 64)
     if name == "diwhvi":
-        return Setting(infer.diwhvi("u", 5, 5), "angle", (0.0, 0.0), 64)
+        return Setting(infer.diwhvi("u", k, n), "angle", (0.0, 0.0), 64)
     raise one_of("cone objective", name, list(OBJECTIVES))
+
+
+def make_guide(s: Setting, replicates: int = 1) -> nn.Module:
+    return (NaiveGuide if s.guide == "naive" else AngleGuide)(s.phi0, replicates)
 
 
 @dataclass
 class ConeResult:
+    """A trained objective: per-replicate evaluation means and standard errors, the values
+    before training, final parameters, seconds, and the training curve (objective per
+    block of steps, averaged over replicates)."""
+
     objective: str
-    value: float          # mean objective over the evaluation samples
-    stderr: float
-    initial: float        # the same before training
-    phi: list[float]
+    values: list[float]
+    stderrs: list[float]
+    initial: list[float]
+    phi: list[list[float]]
     seconds: float
-    history: list[float]  # training objective per step block
+    curve: list[float]
+    guide: nn.Module
+
+    @property
+    def value(self) -> float:
+        return sum(self.values) / len(self.values)
 
 
 def run_cone(name: str, *, steps: int = 5000, samples: int | None = None,
-             eval_samples: int = 5000, seed: int = 0, quiet: bool = True) -> ConeResult:
-    """Train one objective from its artifact start and evaluate it (float64)."""
-    s = setting(name)
+             eval_samples: int = 5000, replicates: int = 1, seed: int = 0, k: int = 5,
+             n: int = 5, quiet: bool = True) -> ConeResult:
+    """Train objective `name` from its artifact start with plain gradient ascent (step 1e-3)
+    in float64, in `replicates` independent copies, and evaluate each on fresh samples."""
+    s = setting(name, k, n)
     torch.manual_seed(seed)
-    guide = NaiveGuide(s.phi0) if s.guide == "naive" else AngleGuide(s.phi0)
-    n = s.samples if samples is None else min(samples, s.samples)
-    initial, _ = infer.evaluate(s.objective, model, guide, samples=eval_samples)
-    cfg = TrainConfig(epochs=steps, optimizer="sgd", momentum=0.0, lr=1e-3,
+    guide = make_guide(s, replicates)
+    per_step = s.samples if samples is None else min(samples, s.samples)
+    initial = evaluate_at(s.objective, guide, eval_samples)[0]
+    # the loss averages over the R replicates; lr * R gives each replicate the step 1e-3
+    cfg = TrainConfig(epochs=steps, optimizer="sgd", momentum=0.0, lr=1e-3 * replicates,
                       lr_schedule="constant", val_fraction=0.0, checkpoint_every=0)
-    _, result = infer.fit(s.objective, model, guide, cfg=cfg, samples=n, seed=seed,
-                          quiet=quiet, description=f"cone {name}")
-    value, se = infer.evaluate(s.objective, model, guide, samples=eval_samples)
+    _, result = infer.fit(s.objective, model, guide, cfg=cfg, samples=per_step, plates=1,
+                          seed=seed, quiet=quiet, description=f"cone {name}")
+    values, stderrs = evaluate_at(s.objective, guide, eval_samples)
     history = [-h["train_loss"] for h in result.history]
     block = max(len(history) // 50, 1)
     curve = [sum(history[i:i + block]) / len(history[i:i + block])
              for i in range(0, len(history), block)]
-    return ConeResult(name, value, se, initial, guide.phi.detach().tolist(),
-                      result.train_seconds, curve)
+    return ConeResult(name, values, stderrs, initial, guide.phi.detach().tolist(),
+                      result.train_seconds, curve, guide)
 
 
-def evaluate_at(objective: Any, guide: nn.Module, samples: int) -> tuple[float, float]:
-    """Mean and standard error of an objective at fixed guide parameters."""
-    return infer.evaluate(objective, model, guide, samples=samples)
+def evaluate_at(objective: Any, guide: nn.Module,
+                samples: int) -> tuple[list[float], list[float]]:
+    """Per-replicate mean and standard error of an objective at the guide's parameters."""
+    with torch.no_grad():
+        v = infer.estimate(objective, model, guide, plates=1, samples=samples).value
+    mean = v.mean(0)
+    se = v.std(0) / math.sqrt(v.shape[0])
+    return mean.tolist(), se.tolist()
 
 
 def oracle_log_evidence(z: float = Z_OBS) -> float:
