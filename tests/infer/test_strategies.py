@@ -89,8 +89,9 @@ def test_bernoulli_estimators_unbiased(strategy):
     assert_unbiased(grads, grad)
 
 
-def test_enumeration_is_exact():
-    values, grads = per_sample(_bernoulli_program(infer.enum()), (0.3, 0.4), n=4)
+@pytest.mark.parametrize("parallel", [False, True])
+def test_enumeration_is_exact(parallel):
+    values, grads = per_sample(_bernoulli_program(infer.enum(parallel)), (0.3, 0.4), n=4)
     value, grad = _bernoulli_exact(0.3, 0.4)
     assert torch.allclose(values, torch.tensor(value, dtype=torch.float64))
     assert torch.allclose(grads, torch.tensor(grad, dtype=torch.float64).expand(4, 2))
@@ -114,7 +115,8 @@ def _categorical_exact(a, b, f):
     return float(value.detach()), torch.autograd.grad(value, ab)[0]
 
 
-@pytest.mark.parametrize("strategy", [infer.reinforce(), infer.mvd(), infer.enum()])
+@pytest.mark.parametrize("strategy", [infer.reinforce(), infer.mvd(), infer.enum(),
+                                      infer.enum(parallel=True)])
 def test_categorical_estimators_unbiased(strategy):
     program, f = _categorical_program(strategy)
     torch.manual_seed(3)
@@ -174,10 +176,14 @@ def test_nested_enumeration_and_mvd_compose():
 
     pq = torch.tensor([0.4, 0.7], dtype=torch.float64, requires_grad=True)
     grad = torch.autograd.grad(exact(pq), pq)[0]
+    par = infer.enum(parallel=True)
     for strategies in ({"a": infer.enum(), "b": infer.mvd()},
                        {"a": infer.mvd(), "b": infer.enum()},
                        {"a": infer.enum(), "b": infer.enum()},
-                       {"a": infer.reinforce(), "b": infer.mvd()}):
+                       {"a": infer.reinforce(), "b": infer.mvd()},
+                       {"a": par, "b": par}, {"a": par, "b": infer.mvd()},
+                       {"a": infer.mvd(), "b": par}, {"a": par, "b": infer.reinforce()},
+                       {"a": infer.enum(), "b": par}):
         torch.manual_seed(5)
         values, grads = per_sample(program, (0.4, 0.7), strategies=strategies)
         assert_unbiased(values[:, None], [float(exact(pq))])

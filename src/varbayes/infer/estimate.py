@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from varbayes.errors import VarbayesError
-from varbayes.infer.sites import Handler, Site, particles, scope
+from varbayes.infer.sites import MAX_PARTICLE_DIMS, Handler, Site, enum_dim, particles, scope
 from varbayes.infer.strategies import MVD, Enum, Reinforce, Strategy, resolve
 
 
@@ -82,9 +82,11 @@ def estimate(
         with particles(samples):
             return program(*args, **kwargs)
 
-    explorer = _Explorer(run, strategies)
+    explorer = _Explorer(run, strategies, plates)
     with scope(plates, data_size):
         value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+    natural = plates + (samples > 1)
+    value, surrogate = _strip(value, natural), _strip(surrogate, natural)
     if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
     unknown = sorted(set(strategies) - explorer.seen)
@@ -119,6 +121,7 @@ class _Branch(Exception):
 class _Draw:
     site: Site
     strategy: Strategy
+    dim: int = 0  # the batch dim of a parallel-enumerated site
 
 
 class _Run(Handler):
@@ -131,6 +134,7 @@ class _Run(Handler):
         self.position = 0
         self.owned: list[_Draw] = []
         self.seen: set[str] = set()
+        self.enum_count = 0
 
     def process(self, site: Site) -> None:
         if site.value is not None or site.observed or site.detach:
@@ -141,11 +145,21 @@ class _Run(Handler):
         strategy = resolve(site.name, site.fn, site.strategy,
                            self.strategies.get(site.name))
         site.drawn = True
+        if isinstance(strategy, Enum) and strategy.parallel:
+            dim = enum_dim(self.enum_count)
+            self.enum_count += 1
+            support = site.fn.enumerate_support(expand=True)  # (K, *batch, *event)
+            batch = tuple(site.fn.batch_shape)
+            site.value = support.reshape((support.shape[0],) + (1,) * (-dim - 1 - len(batch))
+                                         + batch + tuple(site.fn.event_shape))
+            if pos > self.last:
+                self.owned.append(_Draw(site, strategy, dim))
+            return
         decision = self.decisions.get(pos)
         if decision is not None:
             site.value = _decided_value(site.fn, strategy, decision)
             return
-        branching = isinstance(strategy, (Enum, MVD))
+        branching = isinstance(strategy, (Enum, MVD))  # sequential enumeration, MVD
         if branching and not self.value_only and pos > self.last:
             value = site.fn.sample() if isinstance(strategy, MVD) else None
             site.value = value
@@ -184,8 +198,9 @@ class _RngState:
 
 
 class _Explorer:
-    def __init__(self, run: Callable[[], Any], strategies: Mapping[str, Strategy]) -> None:
-        self.run, self.strategies = run, strategies
+    def __init__(self, run: Callable[[], Any], strategies: Mapping[str, Strategy],
+                 plates: int) -> None:
+        self.run, self.strategies, self.plates = run, strategies, plates
         self.seen: set[str] = set()
         self.rng: _RngState | None = None
         self.branched = False
@@ -214,11 +229,19 @@ class _Explorer:
             value, surrogate, baseline_loss = self._enumerate(decisions, branch)
         else:
             value, surrogate, baseline_loss = self._mvd(decisions, branch)
+        if execution.enum_count:  # room for every parallel-enumeration dim
+            width = self.plates + MAX_PARTICLE_DIMS + execution.enum_count
+            value, surrogate = _pad(value, width), _pad(surrogate, width)
+        if not value_only:
+            for draw in execution.owned:
+                if isinstance(draw.strategy, Reinforce):
+                    surrogate, baseline_loss = _score_term(draw, value, surrogate,
+                                                           baseline_loss)
+        for draw in reversed(execution.owned):  # innermost enumeration dim first
+            if isinstance(draw.strategy, Enum):
+                value, surrogate = _contract(draw, value, surrogate, value_only)
         if value_only:
             return value.detach(), value.detach(), zero
-        for draw in execution.owned:
-            if isinstance(draw.strategy, Reinforce):
-                surrogate, baseline_loss = _score_term(draw, value, surrogate, baseline_loss)
         return value, surrogate, baseline_loss
 
     def _enumerate(self, decisions: dict[int, _Decision],
@@ -259,6 +282,43 @@ class _Explorer:
             pm = _align_exact(probs[..., m].detach(), main, name, "mvd")
             surrogate = surrogate + (lm - lm.detach()) * (pm * (at_m - main))
         return value, surrogate, baseline_loss
+
+
+def _contract(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
+              value_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum a parallel-enumeration dim out: value sum_k p_k v_k; surrogate
+    sum_k [p_k.detach() s_k + (p_k - p_k.detach()) v_k.detach()]."""
+    dim, site = draw.dim, draw.site
+    p = site.log_prob.exp()
+    k = p.shape[dim]
+    value, surrogate = _expand_dim(value, dim, k), _expand_dim(surrogate, dim, k)
+    p = _align_exact(p, value, site.name, "enum")
+    pd = p.detach()
+    new_value = (pd * value).sum(dim, keepdim=True)
+    if value_only:
+        return new_value, new_value
+    new_surrogate = (pd * surrogate + (p - pd) * value.detach()).sum(dim, keepdim=True)
+    return new_value, new_surrogate
+
+
+def _pad(t: torch.Tensor, dims: int) -> torch.Tensor:
+    return t.reshape((1,) * (dims - t.dim()) + tuple(t.shape)) if t.dim() < dims else t
+
+
+def _expand_dim(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    t = _pad(t, -dim)
+    if t.shape[dim] == k:
+        return t
+    shape = list(t.shape)
+    shape[dim] = k
+    return t.expand(shape)
+
+
+def _strip(t: torch.Tensor, natural: int) -> torch.Tensor:
+    """Drop the leading size-1 dims that enumeration padding added."""
+    while t.dim() > natural and t.shape[0] == 1:
+        t = t.squeeze(0)
+    return t
 
 
 def _as_value(out: Any) -> torch.Tensor:

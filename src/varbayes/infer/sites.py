@@ -146,13 +146,28 @@ def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def _check_batch_dims(site: Site) -> None:
+    """Every non-singleton batch dim must be a plate, an open particle dim, or an
+    enumeration dim (far left, see `enum_dim`)."""
     s = current_scope()
-    allowed = s.plates + s.particle_dims
-    if len(site.fn.batch_shape) > allowed:
-        raise VarbayesError(
-            f"site {site.name!r} has batch shape {tuple(site.fn.batch_shape)} but only "
-            f"{allowed} batch dims are declared ({s.plates} plate + {s.particle_dims} particle); "
-            "declare event dims with Independent(fn, k) or set plates")
+    shape = site.fn.batch_shape
+    inner = s.plates + s.particle_dims
+    for i, size in enumerate(shape):
+        pos = len(shape) - i  # 1 = rightmost
+        if size != 1 and inner < pos <= s.plates + MAX_PARTICLE_DIMS:
+            raise VarbayesError(
+                f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
+                f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
+                "dims with Independent(fn, k) or set plates")
+
+
+MAX_PARTICLE_DIMS = 8
+"""Particle dims live right of this many dims left of the plates; parallel enumeration dims
+live further left (so that particle dims opened later never collide with them)."""
+
+
+def enum_dim(index: int) -> int:
+    """The batch dim of the index-th parallel-enumerated site of a run."""
+    return -(current_scope().plates + MAX_PARTICLE_DIMS + 1 + index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +294,8 @@ class particles(Handler):
             _SCOPES.append(Scope())
             self._scope = _SCOPES[-1]
         s = current_scope()
+        if s.particle_dims >= MAX_PARTICLE_DIMS:
+            raise VarbayesError(f"at most {MAX_PARTICLE_DIMS} nested particle dims are supported")
         s.particle_dims += 1
         self.dim = -(s.plates + s.particle_dims)
         super().__enter__()

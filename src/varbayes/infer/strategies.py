@@ -9,8 +9,8 @@ E[value] = E_v[g(v)] and a surrogate whose gradient has expectation grad_theta E
 - `reinforce(baseline=None)`: v = sample() without gradient; surrogate
   g(v) + (g(v) - b).detach() * log p_theta(v); a baseline b (a tensor computed in the program,
   or a module called with no arguments such as `Baseline()`) is fitted by (g(v) - b)^2.
-- `enum()`: sum over the finite support, sum_k p_theta(k) g(k) (exact for this site, K runs of
-  the rest of the program).
+- `enum(parallel=False)`: sum over the finite support, sum_k p_theta(k) g(k) (exact for this
+  site; K runs of the rest of the program, or one run broadcasting over the K values).
 - `mvd()`: measure-valued derivative. Bernoulli(p): one more run of g at the flipped value,
   without gradient, surrogate g(v) + (p - p.detach()) * ((-1)^v (g(1-v) - g(v))).detach().
   Categorical(pi): d/dlogit_m E[g] = pi_m (g(m) - E[g]); a run at each value m (without
@@ -67,6 +67,7 @@ class Reinforce(Strategy):
 @dataclass(frozen=True)
 class Enum(Strategy):
     kind: str = "enum"
+    parallel: bool = False
 
     def check(self, name: str, fn: Distribution) -> None:
         if not fn.has_enumerate_support:
@@ -99,9 +100,11 @@ def reinforce(baseline: torch.Tensor | nn.Module | None = None) -> Reinforce:
     return Reinforce(baseline=baseline)
 
 
-def enum() -> Enum:
-    """Exact enumeration of a finite discrete site."""
-    return Enum()
+def enum(parallel: bool = False) -> Enum:
+    """Exact enumeration of a finite discrete site: the rest of the program runs once per
+    value (sequential), or once with all values along a new batch dim (`parallel=True`:
+    faster, but the program must broadcast over a new leading dimension)."""
+    return Enum(parallel=parallel)
 
 
 def mvd() -> MVD:
