@@ -147,15 +147,15 @@ def mixture_table(repeats: int, pyro: object) -> str:
         torch.manual_seed(0)
         mix = Mixture()
         opt = torch.optim.Adam(mix.parameters(), lr=1e-2)
-        contenders = {"varbayes": lambda s=strategy: _varbayes_epoch(mix, opt, x, s)}
+        contenders = {"varbayes": lambda s=strategy, m=mix, o=opt: _varbayes_epoch(m, o, x, s)}
         if pyro is not None:
             pmix = Mixture()
             pmix.load_state_dict(mix.state_dict())
             popt = torch.optim.Adam(pmix.parameters(), lr=1e-2)
             loss = (pyro.infer.TraceGraph_ELBO() if strategy == "reinforce"
                     else pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
-            contenders["pyro"] = lambda s=strategy, lo=loss: _pyro_epoch(pyro, lo, pmix, popt,
-                                                                          x, s)
+            contenders["pyro"] = lambda s=strategy, lo=loss, m=pmix, o=popt: _pyro_epoch(
+                pyro, lo, m, o, x, s)
         t = median_times(contenders, repeats=repeats, warmup=2)
         row = [strategy, 1e3 * t["varbayes"]]
         if pyro is not None:

@@ -138,10 +138,10 @@ def test_fit_elbo_recovers_the_exact_posterior():
 
     guide = Guide()
     torch.manual_seed(6)
-    cfg = TrainConfig(epochs=600, lr=0.05, lr_schedule="constant")
+    cfg = TrainConfig(epochs=300, lr=0.1)
     infer.fit(infer.elbo(), model, guide, cfg=cfg, samples=32)
-    assert abs(float(guide.loc) - POST_MEAN) < 0.05
-    assert abs(float(guide.log_scale.exp()) - POST_SD) < 0.05
+    assert abs(float(guide.loc.detach()) - POST_MEAN) < 0.05
+    assert abs(float(guide.log_scale.detach().exp()) - POST_SD) < 0.05
 
 
 @pytest.mark.parametrize("wake", ["q", "both"])
@@ -168,17 +168,16 @@ def test_rws_fits_the_guide_and_the_model(wake):
 
     m, g = Model(), Guide()
     torch.manual_seed(7)
-    infer.fit(infer.rws(20, wake), m, g, cfg=TrainConfig(epochs=800, lr=0.03,
-                                                         lr_schedule="constant"))
-    theta = float(m.theta)
+    infer.fit(infer.rws(20, wake), m, g, cfg=TrainConfig(epochs=400, lr=0.05))
+    theta = float(m.theta.detach())
     if wake == "q":
         assert theta == 0.0
-        assert abs(float(g.loc) - X / (1 + SIGMA**2)) < 0.1
+        assert abs(float(g.loc.detach()) - X / (1 + SIGMA**2)) < 0.1
     else:
         assert abs(theta - X) < 0.25
         post_mean = theta + (X - theta) / (1 + SIGMA**2)
-        assert abs(float(g.loc) - post_mean) < 0.15
-    assert abs(float(g.log_scale.exp()) - POST_SD) < 0.1
+        assert abs(float(g.loc.detach()) - post_mean) < 0.15
+    assert abs(float(g.log_scale.detach().exp()) - POST_SD) < 0.1
 
 
 def test_a_user_objective_from_the_primitives():

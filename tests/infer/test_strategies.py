@@ -153,7 +153,7 @@ def test_learned_baseline_is_fitted_towards_the_mean_value():
                              strategies={"v": infer.reinforce(baseline=b)})
         est.loss().backward()
         opt.step()
-    assert abs(float(b.value) - _bernoulli_exact(0.3, 0.4)[0]) < 0.15
+    assert abs(float(b.value.detach()) - _bernoulli_exact(0.3, 0.4)[0]) < 0.15
 
 
 def test_nested_enumeration_and_mvd_compose():

@@ -39,14 +39,17 @@ def test_exact_gradient_quadrature_agrees_with_scipy():
     assert abs(exact - by_quad) < 1e-6 * abs(by_quad)
 
 
-@pytest.mark.parametrize("strategy", ["reinforce", "enum", "mvd"])
-def test_estimators_are_unbiased_on_the_spec_model(strategy):
-    """Spec 5.2, quick form: 10^4 estimates within 4 standard errors (all coordinates)."""
+def test_estimators_are_unbiased_on_the_spec_model():
+    """Spec 5.2, quick form: 10^4 estimates within 4 standard errors (all coordinates), and
+    REINFORCE has the largest variance on d/dp."""
     exact = estimators.exact_gradient()
     torch.manual_seed(11)
-    st = estimators.gradient_estimates(strategy, 10_000)
-    for m, e, se in zip(st.mean, exact.tolist(), st.stderr):
-        assert abs(m - e) < 4 * se
+    stats = {s: estimators.gradient_estimates(s, 10_000) for s in estimators.STRATEGIES}
+    for st in stats.values():
+        for m, e, se in zip(st.mean, exact.tolist(), st.stderr):
+            assert abs(m - e) < 4 * se
+    assert stats["reinforce"].variance[0] > 5 * max(stats["enum"].variance[0],
+                                                    stats["mvd"].variance[0])
 
 
 def test_cone_objective_increases_over_training():

@@ -61,13 +61,15 @@ def exact_gradient(params: tuple[float, float, float] = PARAMS) -> torch.Tensor:
 
 @dataclass
 class EstimatorStats:
-    """Mean, standard error and variance of n per-sample gradient estimates (p, mu1, mu2),
-    and the mean value estimate."""
+    """Mean, standard error, variance (and the variance estimate's standard error, from the
+    fourth central moment) of n per-sample gradient estimates (p, mu1, mu2), and the mean
+    value estimate."""
 
     strategy: str
     mean: list[float]
     stderr: list[float]
     variance: list[float]
+    variance_se: list[float]
     value: float
     value_stderr: float
 
@@ -84,11 +86,15 @@ def gradient_estimates(strategy: str, n: int,
                          strategies={"v": STRATEGIES[strategy]()})
     grads = torch.stack(torch.autograd.grad(est.surrogate.sum(), theta), -1)  # (n, 3)
     value = est.value
+    centred = grads - grads.mean(0)
+    var = centred.pow(2).mean(0)
+    var_se = ((centred.pow(4).mean(0) - var**2) / n).sqrt()
     return EstimatorStats(
         strategy,
         grads.mean(0).tolist(),
         (grads.std(0) / math.sqrt(n)).tolist(),
         grads.var(0).tolist(),
+        var_se.tolist(),
         float(value.mean()),
         float(value.std() / math.sqrt(n)),
     )
