@@ -39,7 +39,18 @@ def elbo_terms(
     if n_train <= 0:
         raise VarbayesError(f"n_train must be the (positive) number of training examples; "
                             f"got {n_train}")
-    return loglik - (kl_weight * warmup) * (local_kl + kl / n_train)
+    penalty = local_kl
+    if not _is_zero(kl):
+        penalty = penalty + kl / n_train
+    if _is_zero(penalty):
+        return loglik
+    beta = kl_weight * warmup
+    return loglik - (penalty if beta == 1.0 else beta * penalty)
+
+
+def _is_zero(t: torch.Tensor | float) -> bool:
+    # plain 0 only: skipping it keeps zero-valued ops out of the autograd graph
+    return isinstance(t, (int, float)) and t == 0
 
 
 def elbo_loss(

@@ -37,7 +37,8 @@ class Estimate:
 
     value: torch.Tensor
     surrogate: torch.Tensor
-    baseline_loss: torch.Tensor
+    baseline_loss: torch.Tensor | None = None
+    surrogate_is_value: bool = False  # no estimator terms: the surrogate's value is the value
 
     @property
     def mean(self) -> float:
@@ -48,8 +49,9 @@ class Estimate:
         """What to minimise: minus the objective (its value is -mean), plus the baselines'
         fitting loss (which contributes gradient but not value)."""
         s = self.surrogate.mean()
+        loss = -s if self.surrogate_is_value else -(self.value.mean() + (s - s.detach()))
         b = self.baseline_loss
-        return -(self.value.mean() + (s - s.detach())) + (b - b.detach())
+        return loss if b is None else loss + (b - b.detach())
 
 
 def estimate(
@@ -86,7 +88,9 @@ def estimate(
     with scope(plates, data_size):
         value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
     natural = plates + (samples > 1)
-    value, surrogate = _strip(value, natural), _strip(surrogate, natural)
+    same = surrogate is value
+    value = _strip(value, natural)
+    surrogate = value if same else _strip(surrogate, natural)
     if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
     unknown = sorted(set(strategies) - explorer.seen)
@@ -94,7 +98,7 @@ def estimate(
         raise VarbayesError(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
             f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
-    return Estimate(value.detach(), surrogate, baseline_loss)
+    return Estimate(value.detach(), surrogate, baseline_loss, same)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +114,9 @@ class _Decision:
     index: int = 0
 
 
-class _Branch(Exception):
-    """Raised at the first undecided enum/MVD site to stop the run and branch there."""
+class _Branch(BaseException):
+    """Raised at the first undecided enum/MVD site to stop the run and branch there (a
+    BaseException, so that a program's own `except Exception` does not swallow it)."""
 
     def __init__(self, position: int, site: Site, strategy: Strategy) -> None:
         self.position, self.site, self.strategy = position, site, strategy
@@ -206,8 +211,8 @@ class _Explorer:
         self.branched = False
 
     def explore(self, decisions: dict[int, _Decision],
-                value_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(value, surrogate, baseline loss) of the program under `decisions`."""
+                value_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(value, surrogate, baseline loss or None) of the program under `decisions`."""
         if self.rng is None:
             self.rng = _RngState()
         else:
@@ -221,10 +226,10 @@ class _Explorer:
             branch = b
             self.branched = True
         self.seen |= execution.seen
-        zero = torch.zeros(())
+        baseline_loss: torch.Tensor | None
         if branch is None:
             value = _as_value(out)
-            surrogate, baseline_loss = value, zero
+            surrogate, baseline_loss = value, None
         elif isinstance(branch.strategy, Enum):
             value, surrogate, baseline_loss = self._enumerate(decisions, branch)
         else:
@@ -241,14 +246,15 @@ class _Explorer:
             if isinstance(draw.strategy, Enum):
                 value, surrogate = _contract(draw, value, surrogate, value_only)
         if value_only:
-            return value.detach(), value.detach(), zero
+            return value.detach(), value.detach(), None
         return value, surrogate, baseline_loss
 
     def _enumerate(self, decisions: dict[int, _Decision],
-                   branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         fn, name = branch.site.fn, branch.site.name
         support = fn.enumerate_support(expand=True)
-        value = surrogate = baseline_loss = torch.zeros(())
+        value = surrogate = torch.zeros(())
+        baseline_loss: torch.Tensor | None = None
         for j in range(len(support)):
             v_j, s_j, b_j = self.explore({**decisions, branch.position: _Decision("enum", j)},
                                          value_only=False)
@@ -256,11 +262,11 @@ class _Explorer:
             p_d = p_j.detach()
             value = value + p_d * v_j
             surrogate = surrogate + p_d * s_j + (p_j - p_d) * v_j.detach()
-            baseline_loss = baseline_loss + b_j
+            baseline_loss = _add_loss(baseline_loss, b_j)
         return value, surrogate, baseline_loss
 
     def _mvd(self, decisions: dict[int, _Decision],
-             branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         fn, name, v = branch.site.fn, branch.site.name, branch.site.value
         pos = branch.position
         value, surrogate, baseline_loss = self.explore(
@@ -333,8 +339,12 @@ def _as_value(out: Any) -> torch.Tensor:
                         f"{type(out).__name__}")
 
 
+def _add_loss(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
 def _score_term(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
-                baseline_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                baseline_loss: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Add (g - b).detach() * log p(v) for a REINFORCE site, and fit its baseline."""
     log_p = _align_sum(draw.site.log_prob, value, draw.site.name)
     assert isinstance(draw.strategy, Reinforce)
@@ -343,7 +353,7 @@ def _score_term(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
     if b is None:
         return surrogate + g * log_p, baseline_loss
     advantage = (g - b).detach()
-    return surrogate + advantage * log_p, baseline_loss + ((g - b) ** 2).mean()
+    return surrogate + advantage * log_p, _add_loss(baseline_loss, ((g - b) ** 2).mean())
 
 
 def _right_align(t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -100,8 +100,9 @@ def log_weight(
     local_kl, global_kl = _split(kl_terms, s.plates)
     if n is None:
         n = _plate_size(local_ll, s.plates)
-    loglik = local_ll + global_ll / n
-    return elbo_terms(loglik, global_kl, n, kl_weight, warmup, local_kl)
+    loglik = _add(local_ll, global_ll, n)
+    return elbo_terms(loglik, 0.0 if global_kl is None else global_kl, n, kl_weight, warmup,
+                      0.0 if local_kl is None else local_kl)
 
 
 def log_joint(t: Trace) -> torch.Tensor:
@@ -112,7 +113,7 @@ def log_joint(t: Trace) -> torch.Tensor:
     s = current_scope()
     local, glob = _split([site.log_prob for site in t.sites.values()], s.plates)
     n = s.data_size if s.data_size is not None else _plate_size(local, s.plates)
-    return local + glob / n
+    return _add(local, glob, n)
 
 
 def _kl(q_site: Site, p_site: Site) -> torch.Tensor:
@@ -122,20 +123,31 @@ def _kl(q_site: Site, p_site: Site) -> torch.Tensor:
         return q_site.log_prob - p_site.log_prob
 
 
-def _split(terms: Sequence[torch.Tensor], plates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of the terms that span the plate dims, sum of those that do not)."""
-    local: torch.Tensor | float = 0.0
-    glob: torch.Tensor | float = 0.0
+def _split(terms: Sequence[torch.Tensor],
+           plates: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(sum of the terms that span the plate dims, sum of those that do not); None when
+    there are none (so that no zero tensors enter the graph)."""
+    local: torch.Tensor | None = None
+    glob: torch.Tensor | None = None
     for t in terms:
-        if plates and (t.dim() < plates or all(d == 1 for d in t.shape[-plates:])):
-            glob = glob + t
+        if plates and (t.dim() < plates or t.shape[-plates:].numel() == 1):
+            glob = t if glob is None else glob + t
         else:
-            local = local + t
-    return torch.as_tensor(local), torch.as_tensor(glob)
+            local = t if local is None else local + t
+    return local, glob
 
 
-def _plate_size(t: torch.Tensor, plates: int) -> int:
-    if plates == 0 or t.dim() < plates:
+def _add(a: torch.Tensor | None, b: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
+    """a + b / scale with None for absent terms (zero when both are)."""
+    if b is not None and scale != 1.0:
+        b = b / scale
+    if a is None:
+        return b if b is not None else torch.zeros(())
+    return a if b is None else a + b
+
+
+def _plate_size(t: torch.Tensor | None, plates: int) -> int:
+    if plates == 0 or t is None or t.dim() < plates:
         return 1
     return math.prod(t.shape[-plates:])
 

@@ -151,6 +151,8 @@ def _check_batch_dims(site: Site) -> None:
     s = current_scope()
     shape = site.fn.batch_shape
     inner = s.plates + s.particle_dims
+    if len(shape) <= inner:
+        return
     for i, size in enumerate(shape):
         pos = len(shape) - i  # 1 = rightmost
         if size != 1 and inner < pos <= s.plates + MAX_PARTICLE_DIMS:

@@ -123,9 +123,12 @@ class Baseline(nn.Module):
         return self.value
 
 
+_REPARAM, _REINFORCE = Reparam(), Reinforce()
+
+
 def default_strategy(fn: Distribution) -> Strategy:
     """reparam when the distribution has rsample, REINFORCE otherwise."""
-    return Reparam() if fn.has_rsample else Reinforce()
+    return _REPARAM if fn.has_rsample else _REINFORCE
 
 
 def resolve(name: str, fn: Distribution, in_program: Any, override: Any) -> Strategy:
