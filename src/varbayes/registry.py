@@ -33,6 +33,17 @@ METHODS: tuple[Method, ...] = (
         "-", "the non-Bayesian network every claim is measured against", "baseline",
         "docs/methods/deterministic.md",
     ),
+    Method(
+        "collapse-cvae", "varbayes.methods.latent.collapse_cvae", "latent",
+        "Dang et al. 2024", "linear theory predicts which CVAE/HVAE latents collapse",
+        "in progress", "docs/methods/collapse-cvae.md",
+    ),
+    Method(
+        "attr-cvae", "varbayes.methods.latent.attr_cvae", "latent",
+        "Debbagh 2023; Sohn et al. 2015",
+        "a KL weight on the CVAE bound improves samples from the conditional prior",
+        "in progress", "docs/methods/attr-cvae.md",
+    ),
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
