@@ -48,7 +48,7 @@ from varbayes.method import (
     holds,
 )
 from varbayes.report.markdown import markdown_table
-from varbayes.train import Learner, Step, TrainConfig, fit
+from varbayes.train import Learner, Step, TrainConfig, fit, torch_threads
 
 DATASETS = ("digits",)
 N_CLASSES = 10
@@ -276,6 +276,7 @@ def sample_quality(cvae: CVAE, data: AttributeData, classifier: Any, n: int,
 def grid_figure(quality: SampleQuality, image_shape: tuple[int, ...], title: str,
                 per_side: int = 6) -> Any:
     """One row per class: `per_side` light-ink samples, then `per_side` heavy-ink ones."""
+    per_side = min(per_side, quality.samples.shape[1])
     s = quality.samples[:, :per_side]  # (20, per_side, pixels), class-major, light first
     rows = s.reshape(N_CLASSES, 2 * per_side, s.shape[-1])
     return samples_grid(rows, image_shape, [f"class {k}" for k in range(N_CLASSES)],
@@ -288,8 +289,11 @@ def grid_figure(quality: SampleQuality, image_shape: tuple[int, ...], title: str
 
 def run(cfg: Config, ctx: RunContext) -> RunOutput:
     """Train one CVAE (attributes or quadrant completion) and evaluate it."""
-    if cfg.task == "quadrant":
-        return _run_quadrant(cfg, ctx)
+    with torch_threads(1):  # tiny models: more threads only contend
+        return _run_quadrant(cfg, ctx) if cfg.task == "quadrant" else _run_attributes(cfg, ctx)
+
+
+def _run_attributes(cfg: Config, ctx: RunContext) -> RunOutput:
     data = attribute_data(ctx.split)
     torch.manual_seed(ctx.seed)
     cvae = build(data.x_train.shape[1], N_ATTRIBUTES, cfg)
@@ -358,7 +362,8 @@ def fit_model(images: Any, attributes: Any, cfg: Config | None = None, *, seed: 
     torch.manual_seed(seed)
     cvae = build(x.shape[1], a.shape[1], cfg)
     cvae.check_inputs(x, a, names=("images", "attributes"))
-    train(cvae, x, a, cfg, seed=seed, quiet=quiet)
+    with torch_threads(1):
+        train(cvae, x, a, cfg, seed=seed, quiet=quiet)
     cvae.eval()
     return AttrModel(cvae, {"method": "attr-cvae", "task": "custom", "config": cfg.to_dict()})
 
@@ -392,11 +397,12 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
     figures: dict[str, Any] = {}
     tables: dict[str, str] = {}
     details: dict[str, Any] = {}
-    with ctx.step("attribute-conditioned generation over beta"):
-        _reproduce_attributes(ctx, claims, figures, tables, details)
-    if not ctx.quick:
-        with ctx.step("quadrant completion: CVAE, hybrid, GSNN vs deterministic MLP"):
-            _reproduce_quadrant(ctx, claims, tables, details)
+    with torch_threads(1):
+        with ctx.step("attribute-conditioned generation over beta"):
+            _reproduce_attributes(ctx, claims, figures, tables, details)
+        if not ctx.quick:
+            with ctx.step("quadrant completion: CVAE, hybrid, GSNN vs deterministic MLP"):
+                _reproduce_quadrant(ctx, claims, tables, details)
     notes = ["Conditional accuracy: a logistic regression trained on real digits classifies "
              "the Bernoulli means of samples z ~ p(z | a) (the prior network, not q). "
              "Diversity: mean pairwise L2 distance between samples of one condition."]

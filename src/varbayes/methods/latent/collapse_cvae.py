@@ -64,7 +64,7 @@ from varbayes.methods.latent.linear_theory import (
 )
 from varbayes.models import FORMAT, restore_network
 from varbayes.report.markdown import markdown_table
-from varbayes.train import TrainConfig
+from varbayes.train import TrainConfig, torch_threads
 
 DATASETS = ("digits", "correlated")
 
@@ -320,8 +320,11 @@ def load_pairs(cfg: Config, ctx: RunContext) -> Pairs:
 
 def run(cfg: Config, ctx: RunContext) -> RunOutput:
     """Fit one model at the configured beta and report measured vs predicted collapse."""
-    if cfg.model == "hvae":
-        return _run_hvae(cfg, ctx)
+    with torch_threads(1):  # tiny models: more threads only contend
+        return _run_hvae(cfg, ctx) if cfg.model == "hvae" else _run_cvae(cfg, ctx)
+
+
+def _run_cvae(cfg: Config, ctx: RunContext) -> RunOutput:
     data = load_pairs(cfg, ctx)
     theta = residual_spectrum(data.x_train, data.y_train).theta
     kl_pred = predicted_kl(theta, cfg.beta, cfg.eta_dec, cfg.d_z)
@@ -443,6 +446,13 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
     tables: dict[str, str] = {}
     details: dict[str, Any] = {}
     notes: list[str] = []
+    with torch_threads(1):
+        _reproduce(ctx, claims, figures, tables, details, notes)
+    return Reproduction(claims, figures, tables, details, notes)
+
+
+def _reproduce(ctx: ReproduceContext, claims: list[Claim], figures: dict, tables: dict,
+               details: dict, notes: list[str]) -> None:
     with ctx.step("linear CVAE on digits quadrants"):
         _reproduce_beta_sweep(ctx, claims, figures, tables, details, notes)
     if not ctx.quick:
@@ -450,7 +460,6 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
             _reproduce_correlation(ctx, claims, figures, tables, details)
         with ctx.step("two-level HVAE over beta2"):
             _reproduce_hvae(ctx, claims, figures, tables, details)
-    return Reproduction(claims, figures, tables, details, notes)
 
 
 def _reproduce_beta_sweep(ctx: ReproduceContext, claims: list[Claim], figures: dict,

@@ -71,10 +71,7 @@ def predicted_omega(
 ) -> torch.Tensor:
     """The linear CVAE theorem: singular values of the optimal U1 for the top d_z theta_i,
     omega_i = sqrt(max(0, theta_i - beta eta_dec^2)) / eta_enc."""
-    top = torch.zeros(d_z, dtype=torch.float64)
-    k = min(d_z, len(theta))
-    top[:k] = theta[:k]
-    return (top - beta * eta_dec**2).clamp_min(0).sqrt() / eta_enc
+    return (_top(theta, d_z) - beta * eta_dec**2).clamp_min(0).sqrt() / eta_enc
 
 
 def predicted_active(theta: torch.Tensor, beta: float, eta_dec: float, d_z: int) -> int:
@@ -92,10 +89,15 @@ def predicted_kl(theta: torch.Tensor, beta: float, eta_dec: float, d_z: int) -> 
     KL: counting "active" dimensions by mean KL > 0.01 misses every theta_i in
     (beta eta_dec^2, beta eta_dec^2 e^0.02].
     """
+    return 0.5 * (_top(theta, d_z) / (beta * eta_dec**2)).clamp_min(1.0).log()
+
+
+def _top(theta: torch.Tensor, d_z: int) -> torch.Tensor:
+    """The d_z largest theta_i, padded with zeros when there are fewer."""
     top = torch.zeros(d_z, dtype=torch.float64)
     k = min(d_z, len(theta))
     top[:k] = theta[:k]
-    return 0.5 * (top / (beta * eta_dec**2)).clamp_min(1.0).log()
+    return top
 
 
 # ---------------------------------------------------------------------------------------------
