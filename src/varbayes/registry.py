@@ -52,7 +52,7 @@ METHODS: tuple[Method, ...] = (
         "attr-cvae", "varbayes.methods.latent.attr_cvae", "latent",
         "Debbagh 2023; Sohn et al. 2015",
         "a KL weight on the CVAE bound improves samples from the conditional prior",
-        "in progress", "docs/methods/attr-cvae.md",
+        "partly reproduced", "docs/methods/attr-cvae.md",
     ),
 )
 
