@@ -74,6 +74,11 @@ def test_run_and_model_file(tmp_path: Path) -> None:
     assert model.predict(all_conditions(), 2).shape == (2, 20, 64)
     with pytest.raises(VarbayesError, match=r"valid: \(n, 11\)"):
         model.predict(torch.zeros(2, 5))
+    data = attribute_data()
+    ll = model.log_likelihood(data.x_test[:4], data.a_test[:4], samples=8)
+    assert ll.shape == (4,) and bool(torch.isfinite(ll).all()) and bool((ll < 0).all())
+    with pytest.raises(VarbayesError, match="needs pixel intensities in \\[0, 1\\]"):
+        model.log_likelihood(data.x_test[:4] * 16, data.a_test[:4])
     assert (tmp_path / "samples.png").is_file()
 
 
