@@ -46,7 +46,7 @@ METHODS: tuple[Method, ...] = (
     Method(
         "collapse-cvae", "varbayes.methods.latent.collapse_cvae", "latent",
         "Dang et al. 2024", "linear theory predicts which CVAE/HVAE latents collapse",
-        "in progress", "docs/methods/collapse-cvae.md",
+        "reproduced", "docs/methods/collapse-cvae.md",
     ),
     Method(
         "attr-cvae", "varbayes.methods.latent.attr_cvae", "latent",
