@@ -89,8 +89,9 @@ class Config(TrainConfig):
     eta_enc: float = setting(1.0, help="prior standard deviation eta_enc", gt=0)
     eta_dec: float = setting(0.5, help="decoder noise standard deviation eta_dec", gt=0)
     d_z: int = setting(16, help="latent dimensions (the HVAE's z1)", ge=1)
-    iterations: int = setting(1000, help="closed-form fits: L-BFGS iterations / Adam steps",
-                              ge=1)
+    iterations: int = setting(
+        1000, help="closed-form fits: L-BFGS iterations / Adam steps (the HVAE's "
+        "near-threshold z2 directions need about 4000)", ge=1)
     solver: Literal["lbfgs", "adam"] = setting(
         "lbfgs", help="closed-form fits: L-BFGS, or Adam at solver_lr (the reference's)")
     solver_lr: float = setting(1e-2, help="Adam learning rate of closed-form fits", gt=0)
