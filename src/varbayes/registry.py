@@ -43,6 +43,17 @@ METHODS: tuple[Method, ...] = (
         "posterior over epsilon from a membership-inference audit, narrower than Clopper-Pearson",
         "reproduced", "docs/methods/dp-bayes-estimate.md",
     ),
+    Method(
+        "collapse-cvae", "varbayes.methods.latent.collapse_cvae", "latent",
+        "Dang et al. 2024", "linear theory predicts which CVAE/HVAE latents collapse",
+        "reproduced", "docs/methods/collapse-cvae.md",
+    ),
+    Method(
+        "attr-cvae", "varbayes.methods.latent.attr_cvae", "latent",
+        "Debbagh 2023; Sohn et al. 2015",
+        "a KL weight on the CVAE bound improves samples from the conditional prior",
+        "partly reproduced", "docs/methods/attr-cvae.md",
+    ),
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
