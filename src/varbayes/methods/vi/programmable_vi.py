@@ -11,8 +11,6 @@ the unbiasedness of REINFORCE, enumeration and MVD gradients, and the IWAE behav
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +33,7 @@ from varbayes.method import (
 from varbayes.methods.vi import cone, estimators
 from varbayes.methods.vi.vae import VAE, VAEModel, binarize, load_vae
 from varbayes.report import markdown_table
-from varbayes.train import TrainConfig
+from varbayes.train import TrainConfig, torch_threads
 
 DATASETS = ("cone", "digits")
 VAE_OBJECTIVES = ("elbo", "iwelbo")
@@ -72,22 +70,12 @@ class Config(TrainConfig):
 
 def run(cfg: Config, ctx: RunContext) -> RunOutput:
     """The cone with one objective, or the digits VAE with ELBO/IWELBO(k)."""
-    with one_thread():
+    with torch_threads(1):
         if ctx.dataset == "cone":
             return _run_cone(cfg, ctx)
         return _run_vae(cfg, ctx)
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch with one intra-op thread: these models are tiny (2 to 200 units), so thread
-    synchronisation costs more than it saves, and on a busy machine it costs 5-10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def load_model(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> VAEModel:
@@ -165,7 +153,7 @@ def _label(cfg: Config) -> str:
 
 def reproduce(ctx: ReproduceContext) -> Reproduction:
     """The cone table, the estimator check and the VAE's IWAE behaviour (see the docs page)."""
-    with one_thread():
+    with torch_threads(1):
         return _reproduce(ctx)
 
 
