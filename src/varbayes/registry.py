@@ -33,6 +33,9 @@ METHODS: tuple[Method, ...] = (
         "-", "the non-Bayesian network every claim is measured against", "baseline",
         "docs/methods/deterministic.md",
     ),
+    Method("pfn", "varbayes.methods.amortized.pfn", "amortized", "Müller et al., ICLR 2022", "a transformer trained on prior data matches the exact GP posterior predictive", "in progress", "docs/methods/pfn.md"),  # noqa: E501
+    Method("distribution-transformer", "varbayes.methods.amortized.distribution_transformer", "amortized", "Whittle et al., arXiv 2502.02463", "GMM prior + data -> GMM posterior in one call, close to the exact posterior", "in progress", "docs/methods/distribution-transformer.md"),  # noqa: E501
+    Method("niw-meta", "varbayes.methods.amortized.niw_meta", "amortized", "Kim & Hospedales, ICLR 2024", "one-time closed-form episode posteriors beat MAML on few-shot regression", "in progress", "docs/methods/niw-meta.md"),  # noqa: E501
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
