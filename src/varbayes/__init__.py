@@ -27,4 +27,16 @@ def predict(model: Any, x: Any) -> Any:
     return model.predict(x)
 
 
+_SUBMODULES = ("data", "metrics", "nn", "infer", "train", "registry", "report")
+
+
+def __getattr__(name: str) -> Any:
+    """Subpackages on first use (`varbayes.data.load(...)`), keeping `import varbayes` light."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"varbayes.{name}")
+    raise AttributeError(f"module 'varbayes' has no attribute {name!r}")
+
+
 __all__ = ["VarbayesError", "fit", "load", "predict", "reproduce", "run", "save"]

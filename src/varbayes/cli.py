@@ -146,6 +146,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.name not in scripts:
         raise one_of(f"benchmark in {folder}", args.name, scripts)
     sys.argv = [str(folder / f"{args.name}.py"), *args.args]
+    sys.path.insert(0, str(folder.resolve()))  # as `python benchmarks/NAME.py` would
     runpy.run_path(sys.argv[0], run_name="__main__")
     return 0
 

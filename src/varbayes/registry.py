@@ -23,7 +23,7 @@ class Method:
     family: str
     paper: str
     claim: str
-    status: str  # "baseline" | "reproduced" | "partly reproduced" | "not reproduced" | "in progress"
+    status: str  # baseline | reproduced | partly reproduced | not reproduced | in progress
     docs: str
 
 

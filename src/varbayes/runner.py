@@ -27,8 +27,6 @@ from varbayes.report import (
 )
 from varbayes.train.seeding import seed_everything
 
-UCI_SPLITS = {"boston": 20, "concrete": 20}
-
 
 def run(
     method: str,
@@ -62,7 +60,7 @@ def run(
     start = time.perf_counter()
     output: RunOutput = mod.run(cfg, ctx)
     total = time.perf_counter() - start
-    extra = {"split": split} if dataset in UCI_SPLITS else {}
+    extra = {"split": split} if _splits(dataset) > 1 else {}
     record = result_record(
         method, dataset, seed, cfg.to_dict(), output.metrics,
         {**output.timing, "total_seconds": round(total, 3)},
@@ -112,12 +110,13 @@ def _run_all_splits(
     mod: Any, method: str, dataset: str, cfg: Any, seed: int, out: Path, resume: bool,
     quiet: bool,
 ) -> dict[str, Any]:
-    """Every UCI split into out/split-K, then the mean and standard error into out."""
-    if dataset not in UCI_SPLITS:
-        raise VarbayesError(f"--split all needs a dataset with splits ({', '.join(UCI_SPLITS)})")
+    """Every split into out/split-K, then the mean and standard error into out."""
+    total = _splits(dataset)
+    if total == 1:
+        raise VarbayesError(f"--split all needs a dataset with several splits; {dataset} has one")
     records = []
-    for k in range(UCI_SPLITS[dataset]):
-        announce(f"{method} on {dataset}: split {k + 1}/{UCI_SPLITS[dataset]}", disable=quiet)
+    for k in range(total):
+        announce(f"{method} on {dataset}: split {k + 1}/{total}", disable=quiet)
         records.append(
             run(method, dataset, seed=seed, split=k, out=out / f"split-{k}",
                 settings=[f"{f}={_as_setting(v)}" for f, v in cfg.to_dict().items()],
@@ -125,7 +124,8 @@ def _run_all_splits(
         )
     metrics: dict[str, float] = {}
     for key in records[0]["metrics"]:
-        vals = [r["metrics"][key] for r in records if isinstance(r["metrics"].get(key), (int, float))]
+        vals = [r["metrics"][key] for r in records
+                if isinstance(r["metrics"].get(key), (int, float))]
         if len(vals) == len(records):
             mean = sum(vals) / len(vals)
             var = sum((v - mean) ** 2 for v in vals) / max(len(vals) - 1, 1)
@@ -148,11 +148,18 @@ def _check_split(dataset: str, split: int | str) -> int:
         k = int(split)
     except (TypeError, ValueError):
         raise VarbayesError(f"--split expects an integer or 'all', got {split!r}") from None
-    n = UCI_SPLITS.get(dataset, 1)
+    n = _splits(dataset)
     if not 0 <= k < n:
         valid = f"0..{n - 1} or all" if n > 1 else "0 (this dataset has one fixed split)"
         raise VarbayesError(f"--split {k} is out of range for {dataset}; valid: {valid}")
     return k
+
+
+def _splits(dataset: str) -> int:
+    """Number of train/test splits of a standard dataset (1 for a method's own problems)."""
+    from varbayes import data
+
+    return data.n_splits(dataset) if dataset in data.names() else 1
 
 
 def _as_setting(v: Any) -> str:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from varbayes.config import setting
-from varbayes.method import Reproduction, ReproduceContext, RunContext, RunOutput, at_least
+from varbayes.method import ReproduceContext, Reproduction, RunContext, RunOutput, at_least
 from varbayes.methods.supervised import load_network, run_supervised
 from varbayes.models import SupervisedModel
 from varbayes.nn.heads import nll_per_example

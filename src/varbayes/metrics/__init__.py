@@ -1,0 +1,54 @@
+"""Metrics with stated conventions: classification, calibration, OOD, regression and cost.
+
+Metric functions take torch tensors, numpy arrays or lists, raise `VarbayesError` with one line
+on bad input, and return Python floats. Definitions: docs/metrics.md.
+"""
+
+from varbayes.metrics.calibration import (
+    CalibrationBins,
+    adaptive_calibration_error,
+    calibration_bins,
+    ece_settings,
+    expected_calibration_error,
+    reliability_diagram,
+)
+from varbayes.metrics.classification import NLL_FLOOR, accuracy, brier, classification_metrics, nll
+from varbayes.metrics.cost import (
+    LayerCost,
+    as_dense,
+    count_parameters,
+    forward_backward_flops,
+    layer_macs,
+    model_bytes,
+    train_flops,
+)
+from varbayes.metrics.ood import ood_metrics, ood_scores
+from varbayes.metrics.regression import gaussian_nll, regression_metrics, rmse
+from varbayes.metrics.structure import structure_report
+
+__all__ = [
+    "NLL_FLOOR",
+    "CalibrationBins",
+    "LayerCost",
+    "accuracy",
+    "adaptive_calibration_error",
+    "as_dense",
+    "brier",
+    "calibration_bins",
+    "classification_metrics",
+    "count_parameters",
+    "ece_settings",
+    "expected_calibration_error",
+    "forward_backward_flops",
+    "gaussian_nll",
+    "layer_macs",
+    "model_bytes",
+    "nll",
+    "ood_metrics",
+    "ood_scores",
+    "regression_metrics",
+    "reliability_diagram",
+    "rmse",
+    "structure_report",
+    "train_flops",
+]

@@ -1,0 +1,73 @@
+"""Regression metrics for a Gaussian predictive (mean and variance per output).
+
+Shapes: `mean`, `var` and `y` are all (N,) or all (N, D) with D independent outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from varbayes.errors import VarbayesError
+from varbayes.metrics._inputs import as_float, as_number, check_nonempty
+
+
+def regression_metrics(mean: Any, var: Any, y: Any, y_mean: float = 0.0,
+                       y_std: float = 1.0) -> dict[str, float]:
+    """`rmse` and `nll` in the ORIGINAL units of y, from a model trained on standardized targets.
+
+    `mean`, `var` and `y` are in standardized units, y_std = (y_orig - y_mean) / y_std. Going
+    back to original units multiplies errors by y_std and variances by y_std^2, so
+    rmse_orig = y_std * rmse and nll_orig = nll + D log(y_std) per example (the Jacobian of the
+    change of variables, D outputs). `y_mean` is a shift and changes neither; it is validated
+    and accepted so callers can pass their standardization as it is.
+    """
+    m, v, t = _checked(mean, var, y)
+    as_number(y_mean, "y_mean")
+    scale = as_number(y_std, "y_std", positive=True)
+    d = 1 if t.ndim == 1 else t.shape[1]
+    return {"rmse": _rmse(m, t) * scale, "nll": _gaussian_nll(m, v, t) + d * math.log(scale)}
+
+
+def rmse(mean: Any, y: Any) -> float:
+    """Root mean squared error sqrt(mean over all entries of (mean - y)^2)."""
+    m, t = _same_shape(mean=mean, y=y)
+    return _rmse(m, t)
+
+
+def gaussian_nll(mean: Any, var: Any, y: Any) -> float:
+    """Mean over examples of -log N(y | mean, var), summed over the D outputs of an example:
+    0.5 * sum_d [log(2 pi var_d) + (y_d - mean_d)^2 / var_d], in nats, constants included."""
+    return _gaussian_nll(*_checked(mean, var, y))
+
+
+def _rmse(m: torch.Tensor, t: torch.Tensor) -> float:
+    return (m - t).pow(2).mean().sqrt().item()
+
+
+def _gaussian_nll(m: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> float:
+    per_entry = 0.5 * (torch.log(2 * math.pi * v) + (t - m).pow(2) / v)
+    per_example = per_entry if per_entry.ndim == 1 else per_entry.sum(1)
+    return per_example.mean().item()
+
+
+def _checked(mean: Any, var: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    m, v, t = _same_shape(mean=mean, var=var, y=y)
+    if v.min() <= 0:
+        raise VarbayesError(f"var must be > 0 everywhere; got a minimum of {v.min().item():.4g}")
+    return m, v, t
+
+
+def _same_shape(**tensors: Any) -> list[torch.Tensor]:
+    out = [as_float(x, name) for name, x in tensors.items()]
+    shapes = {name: tuple(t.shape) for name, t in zip(tensors, out)}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{k} {s}" for k, s in shapes.items())
+        raise VarbayesError(f"shapes must match, each (N,) or (N, D); got {listed}")
+    if out[0].ndim not in (1, 2):
+        raise VarbayesError(f"expected shape (N,) or (N, D); got {tuple(out[0].shape)}")
+    for name, t in zip(tensors, out):
+        check_nonempty(t, name)
+    return out

@@ -1,0 +1,57 @@
+"""structure_report on hand-made masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from varbayes.metrics import structure_report
+from varbayes.metrics.structure import _grid
+
+
+def test_mlp_chain_by_hand() -> None:
+    w0 = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.5, -2.0]])  # unit 1: no incoming weights
+    w1 = np.array([[True, False, False], [True, True, False]])  # unit 2: no outgoing weights
+    r = structure_report({"fc1": w0, "fc2": w1})
+    assert (r["active"], r["total"], r["density"]) == (6, 12, 0.5)
+    assert r["hidden"] == [{"after": "fc1", "units": 3, "removed": 2, "removed_fraction": 2 / 3,
+                            "no_incoming": 1, "no_outgoing": 1}]
+    assert (r["neurons_removed"], r["neurons_total"]) == (2, 3)
+    assert r["compact_widths"] == [2, 1, 2]
+    assert (r["dense_macs"], r["nnz_macs"], r["compact_macs"]) == (12, 6, 2 + 2)
+    fc1 = r["layers"][0]
+    assert (fc1["name"], fc1["shape"], fc1["density"]) == ("fc1", [3, 2], 0.5)
+    # rows 10 / 00 / 11 -> 2 runs; columns 101 / 001 -> 3 runs
+    assert fc1["n_blocks"] == 5 and fc1["mean_block_len"] == pytest.approx(6 / 5)
+    expected_runs = (0.75 + 0 + 1) + (2 / 3 + 2 * 2 / 9) + (1 / 3 + 2 * 2 / 9)
+    assert fc1["random_mean_block_len"] == pytest.approx(6 / expected_runs)
+    assert fc1["block_len_ratio"] == pytest.approx((6 / 5) / (6 / expected_runs))
+    assert fc1["csr_index_bytes"] == 4 * (3 + 3 + 1)
+    assert fc1["block_index_bytes"] == 4 * (2 * 2 + 3 + 1)
+
+
+def test_conv_then_flattened_linear() -> None:
+    conv = torch.ones(3, 1, 3)
+    conv[1] = 0  # channel 1: all-zero filter
+    lin = torch.ones(4, 15)  # 3 channels x 5 positions, channel-major
+    lin[:, 0:5] = 0  # channel 0: read by nobody
+    r = structure_report([conv, lin], positions=[5, 1])
+    assert r["hidden"][0]["removed"] == 2 and r["compact_widths"] == [1, 1, 4]
+    assert r["layers"][0]["compact_macs"] == 1 * 1 * 3 * 5
+    assert r["layers"][1]["compact_macs"] == 4 * 5
+    assert r["nnz_macs"] == 6 * 5 + 40
+
+
+def test_conv2d_grid_layout() -> None:
+    mask = torch.zeros(2, 3, 2, 2, dtype=torch.bool)  # (c_out, c_in, kh, kw)
+    mask[1, 2, 1, 0] = True
+    grid = _grid(mask)
+    assert grid.shape == (2 * 3, 2 * 2)
+    assert grid.nonzero().tolist() == [[1 * 3 + 2, 0 * 2 + 1]]
+
+
+def test_nothing_active() -> None:
+    r = structure_report([torch.zeros(2, 2), torch.zeros(1, 2)])
+    assert r["density"] == 0.0 and r["compact_widths"] == [2, 0, 1]
+    assert r["layers"][0]["block_len_ratio"] is None and r["layers"][0]["n_blocks"] == 0
