@@ -21,15 +21,16 @@ Needs the `bench` extra (gpytorch, pyro-ppl). Prints Markdown tables; --out writ
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _timing import machine, median_times
 
 from varbayes.distributions.gmm import GMM
+from varbayes.io import atomic_write_json
 from varbayes.methods.amortized import distribution_transformer as dt
 from varbayes.methods.amortized import pfn
 from varbayes.priors import HyperGPPrior, gp_predictive
@@ -58,13 +59,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results: dict[str, Any] = {"threads": torch.get_num_threads()}
+    results: dict[str, Any] = {"machine": machine()}
+    print(f"machine: {results['machine']}")
     if args.skip != "gp":
         results["gp"] = gp_part(args)
     if args.skip != "dt":
         results["dt"] = dt_part(args)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(Path(args.out), results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,25 +91,31 @@ def gp_part(args: argparse.Namespace) -> dict[str, Any]:
 
     mean, var = gp_predictive(xc, yc, xq, hp["lengthscale"], hp["outputscale"], hp["noise"],
                               "matern52")
+    nll_oracle = _gauss_nll(yq, mean, var)
     rows["GP with the true hyperparameters (oracle)"] = _row(
-        float("nan"), _gauss_nll(yq, mean, var), args.datasets)
-
-    start = time.perf_counter()
-    nll_mle = torch.stack([_gpytorch_map2(xc[i], yc[i], xq[i], yq[i], prior, args.mle_steps)
-                           for i in range(args.datasets)])
-    rows[f"GPyTorch exact GP, MAP-II ({args.mle_steps} Adam steps)"] = _row(
-        time.perf_counter() - start, nll_mle, args.datasets)
+        float("nan"), nll_oracle, args.datasets)
 
     k = min(args.nuts_datasets, args.datasets)
-    start = time.perf_counter()
-    nll_nuts = torch.stack([_nuts(xc[i], yc[i], xq[i], yq[i], prior, args, seed=i)
-                            for i in range(k)])
-    t_nuts = time.perf_counter() - start
-    rows[f"Pyro NUTS over hyperparameters ({args.nuts_warmup}+{args.nuts_samples})"] = _row(
-        t_nuts, nll_nuts, k)
-    same = {"PFN on the NUTS datasets": _row(t_pfn * k / args.datasets, nll_pfn[:k], k),
-            "MAP-II on the NUTS datasets": _row(float("nan"), nll_mle[:k], k)}
-    rows.update(same)
+    if _have("gpytorch"):
+        start = time.perf_counter()
+        nll_mle = torch.stack([_gpytorch_map2(xc[i], yc[i], xq[i], yq[i], prior,
+                                              args.mle_steps) for i in range(args.datasets)])
+        rows[f"GPyTorch exact GP, MAP-II ({args.mle_steps} Adam steps)"] = _row(
+            time.perf_counter() - start, nll_mle, args.datasets)
+    else:
+        print("skipped GPyTorch (not installed; pip install -e '.[bench]')")
+    if _have("pyro"):
+        start = time.perf_counter()
+        nll_nuts = torch.stack([_nuts(xc[i], yc[i], xq[i], yq[i], prior, args, seed=i)
+                                for i in range(k)])
+        t_nuts = time.perf_counter() - start
+        rows[f"Pyro NUTS over hyperparameters ({args.nuts_warmup}+{args.nuts_samples})"] = \
+            _row(t_nuts, nll_nuts, k)
+        if k < args.datasets:
+            rows["PFN on the NUTS datasets"] = _row(t_pfn * k / args.datasets, nll_pfn[:k], k)
+            rows["oracle on the NUTS datasets"] = _row(float("nan"), nll_oracle[:k], k)
+    else:
+        print("skipped Pyro NUTS (not installed; pip install -e '.[bench]')")
 
     per_pfn = t_pfn / args.datasets
     table = markdown_table(
@@ -117,7 +125,7 @@ def gp_part(args: argparse.Namespace) -> dict[str, Any]:
           r["seconds_per_dataset"] / per_pfn if math.isfinite(r["seconds_per_dataset"])
           else "-") for name, r in rows.items()])
     print(f"\n## PFN vs per-dataset GP inference ({args.context} context, {args.queries} "
-          f"queries, {torch.get_num_threads()} threads)\n\n{table}\n")
+          f"queries)\n\n{table}\n")
     return rows
 
 
@@ -205,6 +213,12 @@ def _nuts(xc: torch.Tensor, yc: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor
     return -log_mix.mean()
 
 
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _t(v: float) -> torch.Tensor:
     return torch.tensor(float(v), dtype=torch.float64)
 
@@ -239,7 +253,7 @@ def dt_part(args: argparse.Namespace, n_problems: int = 1000) -> dict[str, Any]:
     prior = dt.sample_meta_prior(n_problems, cfg, g)
     _, z = dt.simulate(prior, 1, cfg.obs_noise, g)
     exact = dt.exact_posterior(prior, z, cfg.obs_noise)
-    call = dt.time_batched_call(model, cfg, n_problems)
+    call = median_times({"dt": lambda: model.posterior(prior, z)}, repeats=20)["dt"]
     post = model.posterior(prior, z)
     rev_dt, _ = dt.kl_both(post, exact, 4000, g)
     start = time.perf_counter()

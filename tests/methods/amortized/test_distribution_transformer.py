@@ -112,3 +112,17 @@ def test_quick_reproduction(tmp_path: Path) -> None:
 
     record = reproduce("distribution-transformer", quick=True, out=tmp_path, quiet=True)
     assert record["passed"], record["claims"]
+
+
+def test_cli_run(tmp_path: Path) -> None:
+    import json
+
+    from varbayes.cli import main
+
+    args = ["run", "distribution-transformer", "--out", str(tmp_path), "--quiet",
+            "--set", "epochs=1", "--set", "steps_per_epoch=3", "--set", "batch_size=64",
+            "--set", "eval_problems=20", "--set", "mc_samples=100", "--set", "d_model=16"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "result.json").read_text())["metrics"]
+    assert metrics["kl_reverse_mean"] >= 0 and (tmp_path / "densities.png").is_file()
+    assert isinstance(load(tmp_path), dt.DTModel)

@@ -141,7 +141,7 @@ def test_maml_uses_validation_noise() -> None:
                           4, seed=0)
     res = nm.evaluate_maml(learner, nm.fixed_tasks(CFG, 20, 1), nm.fixed_tasks(CFG, 20, 2), 0.3)
     assert res["noise_std_fitted"] > 0.3 and res["nll"] < res["nll_true_noise"]
-    mse = float(task_mse(learner.net, dict(learner.params.items()),
+    mse = float(task_mse(learner.net, {k: v.detach() for k, v in learner.params.items()},
                          *(lambda b: (b.x_query, b.y_query))(nm.fixed_tasks(CFG, 20, 1))).mean())
     assert mse > 0
 
@@ -153,3 +153,17 @@ def test_quick_reproduction(tmp_path: Path) -> None:
 
     record = reproduce("niw-meta", quick=True, out=tmp_path, quiet=True)
     assert record["passed"], record["claims"]
+
+
+def test_cli_run(tmp_path: Path) -> None:
+    import json
+
+    from varbayes.cli import main
+
+    args = ["run", "niw-meta", "--out", str(tmp_path), "--quiet", "--set", "epochs=1",
+            "--set", "steps_per_epoch=5", "--set", "test_tasks=20", "--set", "hidden=8,8"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "result.json").read_text())["metrics"]
+    assert metrics["mse"] > 0 and metrics["nll"] > 0
+    assert isinstance(load(tmp_path), nm.NIWMetaModel)
+    assert main(["run", "niw-meta", "--set", "local=everything"]) == 2

@@ -451,7 +451,7 @@ def run(cfg: Config, ctx: RunContext) -> RunOutput:
     """Meta-train NIW-Meta on sine-or-line tasks and evaluate on fresh test episodes."""
     learner, result = train_niw(cfg, ctx.seed, ctx.checkpoint_dir, ctx.resume, ctx.quiet)
     res = evaluate_niw(learner, fixed_tasks(cfg, cfg.test_tasks, 10_000 + ctx.seed))
-    lam, l0, n0, prec = learner.hyper()
+    lam, l0, n0, prec = (t.detach() for t in learner.hyper())
     metrics = {"mse": res["mse"], "rmse": math.sqrt(res["mse"]), "nll": res["nll"],
                "train_seconds": round(result.train_seconds, 3),
                "seconds_per_task": result.train_seconds / cfg.train_tasks,
@@ -532,7 +532,7 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
                      "-" if t3 is None else 1000 * t3, "-" if t10 is None else 1000 * t10))
     table = markdown_table(["method", "query MSE", "query NLL", "NLL (noise 0.3)",
                             "ms/task (3 steps)", "ms/task (10 steps)"], rows)
-    _, _, n0, prec = learners["niw-meta"].hyper()
+    _, _, n0, prec = (t.detach() for t in learners["niw-meta"].hyper())
     notes = [
         f"{cfg.train_tasks} training tasks per method (meta-batch {cfg.meta_batch}, "
         f"{cfg.inner_steps} inner SGD steps at {cfg.inner_lr} for MAML and the all-weights "

@@ -504,7 +504,7 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
 
     if ctx.quick:
         cfg = Config(epochs=6, d_model=64, d_ff=128, n_layers=2, warmup_steps=50)
-        n_eval = 500
+        n_eval = 300
     else:
         cfg = Config()
         n_eval = 2000
