@@ -153,6 +153,7 @@ def test_quick_reproduction(tmp_path: Path) -> None:
 
     record = reproduce("niw-meta", quick=True, out=tmp_path, quiet=True)
     assert record["passed"], record["claims"]
+    assert (tmp_path / "episodes.png").is_file()
 
 
 def test_cli_run(tmp_path: Path) -> None:

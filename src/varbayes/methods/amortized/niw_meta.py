@@ -488,9 +488,10 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
             learners[name], res = train_niw(vcfg, quiet=ctx.quiet)
             results[name] = evaluate_niw(learners[name], test)
             seconds[name] = res.train_seconds
+        mamls: dict[str, MAMLLearner] = {}
         for variant in ("second-order", "first-order", "pretrain"):
-            maml, res = train_maml(cfg, variant, quiet=ctx.quiet)  # type: ignore[arg-type]
-            results[variant] = evaluate_maml(maml, test, val, cfg.noise)
+            mamls[variant], res = train_maml(cfg, variant, quiet=ctx.quiet)  # type: ignore[arg-type]
+            results[variant] = evaluate_maml(mamls[variant], test, val, cfg.noise)
             seconds[variant] = res.train_seconds
     timing: dict[tuple[str, int], float] = {}
     with ctx.step("timing at 3 and 10 inner steps"):
@@ -549,4 +550,43 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
     ]
     details = {"results": results, "train_seconds": seconds, "config": cfg.to_dict(),
                "ms_per_task": {f"{m}@{k}": 1000 * v for (m, k), v in timing.items()}}
-    return Reproduction(claims, {}, {"Sine-or-line few-shot regression": table}, details, notes)
+    figure = episodes_figure(learners["niw-meta"], mamls["second-order"], test,
+                             results["second-order"]["noise_std_fitted"])
+    return Reproduction(claims, {"episodes": figure},
+                        {"Sine-or-line few-shot regression": table}, details, notes)
+
+
+def episodes_figure(niw: NIWMetaLearner, maml: MAMLLearner, test: TaskBatch,
+                    maml_noise_std: float, n_panels: int = 4) -> Any:
+    """NIW-Meta's predictive (mean +- 2 sd) against second-order MAML's prediction (+- 2 of
+    its validation-fitted noise sd) on the first test episodes, over the whole input range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = torch.linspace(-5, 5, 200).reshape(1, -1, 1).expand(n_panels, -1, -1)
+    batch = TaskBatch(test.x_support[:n_panels], test.y_support[:n_panels], grid,
+                      torch.zeros_like(grid))
+    with torch.no_grad():
+        mean, var = NIWMetaModel(niw).predict(batch.x_support, batch.y_support, grid)
+    pred_maml = maml.predict(batch).detach()
+    fig, axes = plt.subplots(1, n_panels, figsize=(3.4 * n_panels, 3), sharey=False)
+    x = grid[0, :, 0].numpy()
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        m, sd = mean.reshape(n_panels, -1)[i].numpy(), var.reshape(n_panels, -1)[i].sqrt().numpy()
+        ax.scatter(test.x_query[i, :, 0], test.y_query[i, :, 0], s=6, c="0.6",
+                   label="query points")
+        ax.fill_between(x, m - 2 * sd, m + 2 * sd, color="C0", alpha=0.25)
+        ax.plot(x, m, c="C0", label="NIW-Meta (+-2 sd)")
+        mm = pred_maml.reshape(n_panels, -1)[i].numpy()
+        ax.plot(x, mm, c="C3", ls="--", label="MAML 2nd order")
+        ax.plot(x, mm + 2 * maml_noise_std, c="C3", ls=":", lw=0.8)
+        ax.plot(x, mm - 2 * maml_noise_std, c="C3", ls=":", lw=0.8)
+        ax.scatter(test.x_support[i, :, 0], test.y_support[i, :, 0], s=30, c="k", marker="x",
+                   zorder=3, label="5 support points")
+        ax.set_xlabel("x")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.suptitle("sine-or-line test episodes: NIW-Meta predictive vs second-order MAML")
+    fig.tight_layout()
+    return fig
