@@ -33,6 +33,7 @@ METHODS: tuple[Method, ...] = (
         "-", "the non-Bayesian network every claim is measured against", "baseline",
         "docs/methods/deterministic.md",
     ),
+    Method("programmable-vi", "varbayes.methods.vi.programmable_vi", "vi", "Becker et al., PLDI 2024", "noisy-cone objective table (3 runs); unbiased REINFORCE/ENUM/MVD gradients; IWAE VAE", "reproduced", "docs/methods/programmable-vi.md"),  # noqa: E501
     Method("mfvi", "varbayes.methods.bnn.mfvi", "bnn", "Blundell et al. 2015; Kingma et al. 2015", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/mfvi.md"),  # noqa: E501
     Method("mc-dropout", "varbayes.methods.baselines.mc_dropout", "baselines", "Gal & Ghahramani 2016", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/mc-dropout.md"),  # noqa: E501
     Method("deep-ensemble", "varbayes.methods.baselines.deep_ensemble", "baselines", "Lakshminarayanan et al. 2017", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/deep-ensemble.md"),  # noqa: E501
