@@ -54,6 +54,9 @@ METHODS: tuple[Method, ...] = (
         "a KL weight on the CVAE bound improves samples from the conditional prior",
         "partly reproduced", "docs/methods/attr-cvae.md",
     ),
+    Method("pfn", "varbayes.methods.amortized.pfn", "amortized", "Müller et al., ICLR 2022", "a transformer trained on prior data matches the exact GP posterior predictive", "reproduced", "docs/methods/pfn.md"),  # noqa: E501
+    Method("distribution-transformer", "varbayes.methods.amortized.distribution_transformer", "amortized", "Whittle et al., arXiv 2502.02463", "GMM prior + data -> GMM posterior in one call, close to the exact posterior", "reproduced", "docs/methods/distribution-transformer.md"),  # noqa: E501
+    Method("niw-meta", "varbayes.methods.amortized.niw_meta", "amortized", "Kim & Hospedales, ICLR 2024", "one-time closed-form episode posteriors beat MAML on few-shot regression", "partly reproduced", "docs/methods/niw-meta.md"),  # noqa: E501
 )
 
 _BY_NAME = {m.name: m for m in METHODS}
