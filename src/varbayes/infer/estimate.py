@@ -172,7 +172,7 @@ class _Run(Handler):
         if isinstance(strategy, Reinforce) or branching:
             site.value = site.fn.sample()
         else:
-            site.value = site.fn.rsample()
+            site.rsample()
         if pos > self.last and not self.value_only:
             self.owned.append(_Draw(site, strategy))
 

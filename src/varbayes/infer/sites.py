@@ -26,6 +26,7 @@ import torch
 from torch.distributions import Distribution
 
 from varbayes.errors import VarbayesError
+from varbayes.infer import densities
 
 _HANDLERS: list[Handler] = []
 
@@ -81,13 +82,19 @@ class Site:
     drawn: bool = False
     detach: bool = False
     _log_prob: torch.Tensor | None = field(default=None, repr=False)
+    _eps: torch.Tensor | None = field(default=None, repr=False)  # noise of a Normal rsample
 
     @property
     def log_prob(self) -> torch.Tensor:
         """log fn(value), summed over event dims (cached)."""
         if self._log_prob is None:
-            self._log_prob = self.fn.log_prob(self.value)
+            self._log_prob = densities.log_prob(self.fn, self.value, self._eps)
         return self._log_prob
+
+    def rsample(self) -> torch.Tensor:
+        """Set the value to a reparameterised draw from fn (keeping a Normal's noise)."""
+        self.value, self._eps = densities.rsample(self.fn)
+        return self.value
 
 
 def sample(
@@ -114,13 +121,15 @@ def sample(
         site.observed = True
     if not _HANDLERS:
         if site.value is None:
-            site.value = fn.rsample() if fn.has_rsample else fn.sample()
+            return site.rsample() if fn.has_rsample else fn.sample()
         return site.value
     for handler in reversed(_HANDLERS):  # innermost first
         handler.process(site)
     if site.value is None:
-        fn = site.fn
-        site.value = fn.rsample() if fn.has_rsample and not site.detach else fn.sample()
+        if site.fn.has_rsample and not site.detach:
+            site.rsample()
+        else:
+            site.value = site.fn.sample()
         site.drawn = True
     if _SCOPES:
         _check_batch_dims(site)

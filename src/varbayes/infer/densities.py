@@ -1,0 +1,56 @@
+"""Fused draws and log-densities of the distributions programs use most, for speed.
+
+`torch.distributions` computes a Normal's log-density generically from the value, with about
+twice the autograd nodes of the closed form, and `Independent` sums event dims through a
+reshape. For a reparameterised Normal draw v = loc + eps * scale the log-density is
+-eps^2/2 - log scale - log sqrt(2 pi) as a function of the parameters (the same function, so
+the same value and gradient), where eps carries no gradient: `rsample` keeps eps for that.
+`log_prob` uses the closed forms for Normal and Bernoulli (bare or inside `Independent`) and
+falls back to the distribution's own `log_prob` for everything else, and whenever the
+distribution validates its arguments (so that invalid values still raise torch's error).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.nn.functional import binary_cross_entropy_with_logits
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A reparameterised draw from `fn` and, for a Normal, the standard-normal noise eps
+    behind it (None otherwise). Draws the same random numbers as `fn.rsample()`."""
+    base = fn.base_dist if type(fn) is Independent else fn
+    if type(base) is Normal:
+        loc = base.loc
+        eps = torch.empty(loc.shape, dtype=loc.dtype, device=loc.device).normal_()
+        return loc + eps * base.scale, eps
+    return fn.rsample(), None
+
+
+def log_prob(fn: Distribution, value: torch.Tensor,
+             eps: torch.Tensor | None = None) -> torch.Tensor:
+    """log fn(value) summed over event dims; `eps` the noise of a Normal draw by `rsample`."""
+    dims = 0
+    base = fn
+    if type(fn) is Independent:
+        dims, base = fn.reinterpreted_batch_ndims, fn.base_dist
+    kind = type(base)
+    if kind is Normal:
+        if eps is None:
+            if base._validate_args:
+                return fn.log_prob(value)
+            eps = (value - base.loc) / base.scale
+        lp = torch.addcmul(-_LOG_SQRT_2PI - base.scale.log(), eps, eps, value=-0.5)
+    elif kind is Bernoulli and not base._validate_args:
+        logits = base.logits
+        if logits.shape != value.shape:
+            logits, value = torch.broadcast_tensors(logits, value)
+        lp = -binary_cross_entropy_with_logits(logits, value, reduction="none")
+    else:
+        return fn.log_prob(value)
+    return lp.sum(tuple(range(-dims, 0))) if dims else lp
