@@ -27,8 +27,8 @@ def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     base = fn.base_dist if type(fn) is Independent else fn
     if type(base) is Normal:
         loc = base.loc
-        eps = torch.empty(loc.shape, dtype=loc.dtype, device=loc.device).normal_()
-        return loc + eps * base.scale, eps
+        eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
+        return torch.addcmul(loc, eps, base.scale), eps
     return fn.rsample(), None
 
 
@@ -45,7 +45,8 @@ def log_prob(fn: Distribution, value: torch.Tensor,
             if base._validate_args:
                 return fn.log_prob(value)
             eps = (value - base.loc) / base.scale
-        lp = torch.addcmul(-_LOG_SQRT_2PI - base.scale.log(), eps, eps, value=-0.5)
+        # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
+        lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5).neg_()
     elif kind is Bernoulli and not base._validate_args:
         logits = base.logits
         if logits.shape != value.shape:

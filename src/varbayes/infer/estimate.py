@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from varbayes.errors import VarbayesError
-from varbayes.infer.sites import MAX_PARTICLE_DIMS, Handler, Site, enum_dim, particles, scope
+from varbayes.infer.sites import (
+    _SCOPES,
+    MAX_PARTICLE_DIMS,
+    Handler,
+    Site,
+    enum_dim,
+    particles,
+    push_scope,
+)
 from varbayes.infer.strategies import MVD, Enum, Reinforce, Strategy, resolve
 
 
@@ -70,7 +78,7 @@ def estimate(
     minibatch stands for (None: the minibatch is all of it). samples: independent copies
     (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
     """
-    strategies = dict(strategies or {})
+    strategies = dict(strategies) if strategies else {}
     for name, s in strategies.items():
         if not isinstance(s, Strategy):
             raise VarbayesError(f"strategy for site {name!r} must be reparam(), reinforce(), "
@@ -85,8 +93,11 @@ def estimate(
             return program(*args, **kwargs)
 
     explorer = _Explorer(run, strategies, plates)
-    with scope(plates, data_size):
+    push_scope(plates, data_size)
+    try:
         value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+    finally:
+        _SCOPES.pop()
     natural = plates + (samples > 1)
     same = surrogate is value
     value = _strip(value, natural)

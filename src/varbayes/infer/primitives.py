@@ -61,7 +61,7 @@ def density(
     with handler, rec:
         out = model(*args, **kwargs)
     rec.trace.value = out
-    unused = sorted(set(vals) - handler.used)
+    unused = sorted(set(vals) - handler.used) if len(handler.used) != len(vals) else ()
     if unused:
         raise VarbayesError(
             f"unknown site {unused[0]!r}: the guide draws it but the model has no such latent "

@@ -53,23 +53,29 @@ def current_scope() -> Scope:
 @contextlib.contextmanager
 def scope(plates: int = 0, data_size: int | None = None) -> Iterator[Scope]:
     """Declare how many rightmost batch dims are data plates and the full data size."""
-    if plates < 0:
-        raise VarbayesError(f"plates must be >= 0; got {plates}")
-    if data_size is not None and data_size <= 0:
-        raise VarbayesError(f"data_size must be a positive number of data points; got {data_size}")
-    s = Scope(plates, data_size)
-    _SCOPES.append(s)
+    s = push_scope(plates, data_size)
     try:
         yield s
     finally:
         _SCOPES.pop()
 
 
+def push_scope(plates: int = 0, data_size: int | None = None) -> Scope:
+    """Open a scope without a context manager (the caller pops `_SCOPES`); for hot paths."""
+    if plates < 0:
+        raise VarbayesError(f"plates must be >= 0; got {plates}")
+    if data_size is not None and data_size <= 0:
+        raise VarbayesError(f"data_size must be a positive number of data points; got {data_size}")
+    s = Scope(plates, data_size)
+    _SCOPES.append(s)
+    return s
+
+
 # ---------------------------------------------------------------------------------------------
 # sites
 
 
-@dataclass
+@dataclass(slots=True)
 class Site:
     """One random choice as the handlers see it. `value` is None until a handler or the default
     draw sets it; `drawn` marks a choice made in this run (not observed, not replayed)."""
@@ -142,7 +148,7 @@ def _check_observation(name: str, fn: Distribution, obs: Any) -> torch.Tensor:
     value = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(
         obs, dtype=fn.mean.dtype if fn.mean.is_floating_point() else None)
     shape = fn.batch_shape + fn.event_shape
-    if not _broadcastable(value.shape, shape):
+    if value.shape != shape and not _broadcastable(value.shape, shape):
         raise VarbayesError(
             f"observed value of site {name!r} has shape {tuple(value.shape)}, which does not "
             f"broadcast with the distribution's batch+event shape {tuple(shape)}")
