@@ -5,9 +5,10 @@ twice the autograd nodes of the closed form, and `Independent` sums event dims t
 reshape. For a reparameterised Normal draw v = loc + eps * scale the log-density is
 -eps^2/2 - log scale - log sqrt(2 pi) as a function of the parameters (the same function, so
 the same value and gradient), where eps carries no gradient: `rsample` keeps eps for that.
-`log_prob` uses the closed forms for Normal and Bernoulli (bare or inside `Independent`) and
-falls back to the distribution's own `log_prob` for everything else, and whenever the
-distribution validates its arguments (so that invalid values still raise torch's error).
+`log_prob` uses the closed forms for Normal and Bernoulli (bare or inside `Independent`) and a
+plain gather for a Categorical at values of its batch shape; it falls back to the
+distribution's own `log_prob` for everything else, and whenever the distribution validates its
+arguments (so that invalid values still raise torch's error).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -52,6 +53,8 @@ def log_prob(fn: Distribution, value: torch.Tensor,
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
         lp = -binary_cross_entropy_with_logits(logits, value, reduction="none")
+    elif kind is Categorical and not base._validate_args and value.shape == base.batch_shape:
+        lp = base.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)  # normalised
     else:
         return fn.log_prob(value)
     return lp.sum(tuple(range(-dims, 0))) if dims else lp

@@ -333,9 +333,10 @@ def _expand_dim(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
 
 def _strip(t: torch.Tensor, natural: int) -> torch.Tensor:
     """Drop the leading size-1 dims that enumeration padding added."""
-    while t.dim() > natural and t.shape[0] == 1:
-        t = t.squeeze(0)
-    return t
+    k, shape = 0, t.shape
+    while len(shape) - k > natural and shape[k] == 1:
+        k += 1
+    return t.reshape(shape[k:]) if k else t  # one view, not k squeezes
 
 
 def _as_value(out: Any) -> torch.Tensor:
