@@ -58,3 +58,12 @@ def log_prob(fn: Distribution, value: torch.Tensor,
     else:
         return fn.log_prob(value)
     return lp.sum(tuple(range(-dims, 0))) if dims else lp
+
+
+def support_log_prob(fn: Distribution, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """log fn(v) at its enumerated support reshaped to `shape` (K leading), without
+    evaluating it: a Categorical's logits with the category dim moved first (None for other
+    distributions, whose `log_prob` then runs at the values)."""
+    if type(fn) is Categorical and not fn._validate_args:
+        return fn.logits.movedim(-1, 0).reshape(shape)
+    return None

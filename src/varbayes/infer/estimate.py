@@ -166,8 +166,10 @@ class _Run(Handler):
             self.enum_count += 1
             support = site.fn.enumerate_support(expand=True)  # (K, *batch, *event)
             batch = tuple(site.fn.batch_shape)
-            site.value = support.reshape((support.shape[0],) + (1,) * (-dim - 1 - len(batch))
-                                         + batch + tuple(site.fn.event_shape))
+            shape = ((support.shape[0],) + (1,) * (-dim - 1 - len(batch)) + batch
+                     + tuple(site.fn.event_shape))
+            site.value = support.reshape(shape)
+            site.cache_support_log_prob(shape)
             if pos > self.last:
                 self.owned.append(_Draw(site, strategy, dim))
             return

@@ -97,6 +97,11 @@ class Site:
             self._log_prob = densities.log_prob(self.fn, self.value, self._eps)
         return self._log_prob
 
+    def cache_support_log_prob(self, shape: tuple[int, ...]) -> None:
+        """The value is fn's enumerated support reshaped to `shape`: cache its log-density
+        where that is a view of fn's parameters (a Categorical's normalised logits)."""
+        self._log_prob = densities.support_log_prob(self.fn, shape)
+
     def rsample(self) -> torch.Tensor:
         """Set the value to a reparameterised draw from fn (keeping a Normal's noise)."""
         self.value, self._eps = densities.rsample(self.fn)
