@@ -158,9 +158,13 @@ class _Run(Handler):
         pos = self.position
         self.position += 1
         self.seen.add(site.name)
-        strategy = resolve(site.name, site.fn, site.strategy,
-                           self.strategies.get(site.name))
+        override = self.strategies.get(site.name) if self.strategies else None
         site.drawn = True
+        if (override is None and site.strategy is None and site.fn.has_rsample
+                and pos not in self.decisions):
+            site.rsample()  # the default, reparameterisation: nothing more to keep
+            return
+        strategy = resolve(site.name, site.fn, site.strategy, override)
         if isinstance(strategy, Enum) and strategy.parallel:
             dim = enum_dim(self.enum_count)
             self.enum_count += 1
@@ -186,6 +190,7 @@ class _Run(Handler):
             site.value = site.fn.sample()
         else:
             site.rsample()
+            return  # a reparameterised draw adds no estimator term
         if pos > self.last and not self.value_only:
             self.owned.append(_Draw(site, strategy))
 

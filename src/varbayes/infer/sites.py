@@ -143,7 +143,9 @@ def sample(
             site.value = site.fn.sample()
         site.drawn = True
     if _SCOPES:
-        _check_batch_dims(site)
+        s = _SCOPES[-1]
+        if len(site.fn.batch_shape) > s.plates + s.particle_dims:
+            _check_batch_dims(site)
     for handler in _HANDLERS:
         handler.postprocess(site)
     return site.value
