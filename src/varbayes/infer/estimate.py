@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from varbayes.errors import VarbayesError
-from varbayes.infer.sites import MAX_PARTICLE_DIMS, Handler, Site, enum_dim, particles, scope
+from varbayes.infer.sites import (
+    _SCOPES,
+    MAX_PARTICLE_DIMS,
+    Handler,
+    Site,
+    enum_dim,
+    particles,
+    push_scope,
+)
 from varbayes.infer.strategies import MVD, Enum, Reinforce, Strategy, resolve
 
 
@@ -70,7 +78,7 @@ def estimate(
     minibatch stands for (None: the minibatch is all of it). samples: independent copies
     (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
     """
-    strategies = dict(strategies or {})
+    strategies = dict(strategies) if strategies else {}
     for name, s in strategies.items():
         if not isinstance(s, Strategy):
             raise VarbayesError(f"strategy for site {name!r} must be reparam(), reinforce(), "
@@ -85,8 +93,11 @@ def estimate(
             return program(*args, **kwargs)
 
     explorer = _Explorer(run, strategies, plates)
-    with scope(plates, data_size):
+    push_scope(plates, data_size)
+    try:
         value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+    finally:
+        _SCOPES.pop()
     natural = plates + (samples > 1)
     same = surrogate is value
     value = _strip(value, natural)
@@ -147,16 +158,22 @@ class _Run(Handler):
         pos = self.position
         self.position += 1
         self.seen.add(site.name)
-        strategy = resolve(site.name, site.fn, site.strategy,
-                           self.strategies.get(site.name))
+        override = self.strategies.get(site.name) if self.strategies else None
         site.drawn = True
+        if (override is None and site.strategy is None and site.fn.has_rsample
+                and pos not in self.decisions):
+            site.rsample()  # the default, reparameterisation: nothing more to keep
+            return
+        strategy = resolve(site.name, site.fn, site.strategy, override)
         if isinstance(strategy, Enum) and strategy.parallel:
             dim = enum_dim(self.enum_count)
             self.enum_count += 1
             support = site.fn.enumerate_support(expand=True)  # (K, *batch, *event)
             batch = tuple(site.fn.batch_shape)
-            site.value = support.reshape((support.shape[0],) + (1,) * (-dim - 1 - len(batch))
-                                         + batch + tuple(site.fn.event_shape))
+            shape = ((support.shape[0],) + (1,) * (-dim - 1 - len(batch)) + batch
+                     + tuple(site.fn.event_shape))
+            site.value = support.reshape(shape)
+            site.cache_support_log_prob(shape)
             if pos > self.last:
                 self.owned.append(_Draw(site, strategy, dim))
             return
@@ -172,7 +189,8 @@ class _Run(Handler):
         if isinstance(strategy, Reinforce) or branching:
             site.value = site.fn.sample()
         else:
-            site.value = site.fn.rsample()
+            site.rsample()
+            return  # a reparameterised draw adds no estimator term
         if pos > self.last and not self.value_only:
             self.owned.append(_Draw(site, strategy))
 
@@ -322,9 +340,10 @@ def _expand_dim(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
 
 def _strip(t: torch.Tensor, natural: int) -> torch.Tensor:
     """Drop the leading size-1 dims that enumeration padding added."""
-    while t.dim() > natural and t.shape[0] == 1:
-        t = t.squeeze(0)
-    return t
+    k, shape = 0, t.shape
+    while len(shape) - k > natural and shape[k] == 1:
+        k += 1
+    return t.reshape(shape[k:]) if k else t  # one view, not k squeezes
 
 
 def _as_value(out: Any) -> torch.Tensor:

@@ -61,7 +61,7 @@ def density(
     with handler, rec:
         out = model(*args, **kwargs)
     rec.trace.value = out
-    unused = sorted(set(vals) - handler.used)
+    unused = sorted(set(vals) - handler.used) if len(handler.used) != len(vals) else ()
     if unused:
         raise VarbayesError(
             f"unknown site {unused[0]!r}: the guide draws it but the model has no such latent "
@@ -86,17 +86,22 @@ def log_weight(
     """
     s = current_scope()
     n = s.data_size
-    local_ll, global_ll = _split([site.log_prob for site in p.observed], s.plates)
+    ll_terms: list[torch.Tensor] = []
     kl_terms: list[torch.Tensor] = []
     if q.density is not None:
         kl_terms.append(q.density)
-        kl_terms += [-site.log_prob for site in p.latent]
-    else:
-        for site in p.latent:
-            q_site = q.sites.get(site.name)
+    q_sites = q.sites
+    for site in p.sites.values():  # one pass, in the model's order
+        if site.observed:
+            ll_terms.append(site.log_prob)
+        elif q.density is not None:
+            kl_terms.append(-site.log_prob)
+        else:
+            q_site = q_sites.get(site.name)
             if q_site is None:
                 raise VarbayesError(f"site {site.name!r} of the model is not in the guide trace")
             kl_terms.append(_kl(q_site, site) if analytic_kl else q_site.log_prob - site.log_prob)
+    local_ll, global_ll = _split(ll_terms, s.plates)
     local_kl, global_kl = _split(kl_terms, s.plates)
     if n is None:
         n = _plate_size(local_ll, s.plates)

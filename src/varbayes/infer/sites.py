@@ -26,6 +26,7 @@ import torch
 from torch.distributions import Distribution
 
 from varbayes.errors import VarbayesError
+from varbayes.infer import densities
 
 _HANDLERS: list[Handler] = []
 
@@ -52,23 +53,29 @@ def current_scope() -> Scope:
 @contextlib.contextmanager
 def scope(plates: int = 0, data_size: int | None = None) -> Iterator[Scope]:
     """Declare how many rightmost batch dims are data plates and the full data size."""
-    if plates < 0:
-        raise VarbayesError(f"plates must be >= 0; got {plates}")
-    if data_size is not None and data_size <= 0:
-        raise VarbayesError(f"data_size must be a positive number of data points; got {data_size}")
-    s = Scope(plates, data_size)
-    _SCOPES.append(s)
+    s = push_scope(plates, data_size)
     try:
         yield s
     finally:
         _SCOPES.pop()
 
 
+def push_scope(plates: int = 0, data_size: int | None = None) -> Scope:
+    """Open a scope without a context manager (the caller pops `_SCOPES`); for hot paths."""
+    if plates < 0:
+        raise VarbayesError(f"plates must be >= 0; got {plates}")
+    if data_size is not None and data_size <= 0:
+        raise VarbayesError(f"data_size must be a positive number of data points; got {data_size}")
+    s = Scope(plates, data_size)
+    _SCOPES.append(s)
+    return s
+
+
 # ---------------------------------------------------------------------------------------------
 # sites
 
 
-@dataclass
+@dataclass(slots=True)
 class Site:
     """One random choice as the handlers see it. `value` is None until a handler or the default
     draw sets it; `drawn` marks a choice made in this run (not observed, not replayed)."""
@@ -81,13 +88,24 @@ class Site:
     drawn: bool = False
     detach: bool = False
     _log_prob: torch.Tensor | None = field(default=None, repr=False)
+    _eps: torch.Tensor | None = field(default=None, repr=False)  # noise of a Normal rsample
 
     @property
     def log_prob(self) -> torch.Tensor:
         """log fn(value), summed over event dims (cached)."""
         if self._log_prob is None:
-            self._log_prob = self.fn.log_prob(self.value)
+            self._log_prob = densities.log_prob(self.fn, self.value, self._eps)
         return self._log_prob
+
+    def cache_support_log_prob(self, shape: tuple[int, ...]) -> None:
+        """The value is fn's enumerated support reshaped to `shape`: cache its log-density
+        where that is a view of fn's parameters (a Categorical's normalised logits)."""
+        self._log_prob = densities.support_log_prob(self.fn, shape)
+
+    def rsample(self) -> torch.Tensor:
+        """Set the value to a reparameterised draw from fn (keeping a Normal's noise)."""
+        self.value, self._eps = densities.rsample(self.fn)
+        return self.value
 
 
 def sample(
@@ -114,16 +132,20 @@ def sample(
         site.observed = True
     if not _HANDLERS:
         if site.value is None:
-            site.value = fn.rsample() if fn.has_rsample else fn.sample()
+            return site.rsample() if fn.has_rsample else fn.sample()
         return site.value
     for handler in reversed(_HANDLERS):  # innermost first
         handler.process(site)
     if site.value is None:
-        fn = site.fn
-        site.value = fn.rsample() if fn.has_rsample and not site.detach else fn.sample()
+        if site.fn.has_rsample and not site.detach:
+            site.rsample()
+        else:
+            site.value = site.fn.sample()
         site.drawn = True
     if _SCOPES:
-        _check_batch_dims(site)
+        s = _SCOPES[-1]
+        if len(site.fn.batch_shape) > s.plates + s.particle_dims:
+            _check_batch_dims(site)
     for handler in _HANDLERS:
         handler.postprocess(site)
     return site.value
@@ -133,7 +155,7 @@ def _check_observation(name: str, fn: Distribution, obs: Any) -> torch.Tensor:
     value = obs if isinstance(obs, torch.Tensor) else torch.as_tensor(
         obs, dtype=fn.mean.dtype if fn.mean.is_floating_point() else None)
     shape = fn.batch_shape + fn.event_shape
-    if not _broadcastable(value.shape, shape):
+    if value.shape != shape and not _broadcastable(value.shape, shape):
         raise VarbayesError(
             f"observed value of site {name!r} has shape {tuple(value.shape)}, which does not "
             f"broadcast with the distribution's batch+event shape {tuple(shape)}")
