@@ -223,3 +223,52 @@ def test_param_groups_separate_rho_without_weight_decay() -> None:
     assert main["weight_decay"] == 1e-4 and len(main["params"]) == 4
     with torch.no_grad():
         assert float(kl_divergence(net)) == pytest.approx(float(net[0].kl() + net[2].kl()))
+
+
+@pytest.mark.parametrize("sigma_param", ["softplus", "exp"])
+def test_sigma_and_its_gradient_match_torch_over_the_range(sigma_param: str) -> None:
+    rho = torch.tensor([-40.0, -5.0, -0.3, 0.0, 2.0, 19.9, 20.5, 60.0, 100.0])
+    if sigma_param == "exp":
+        rho = rho.clamp_max(30.0)
+    layer = MeanFieldLinear(len(rho), 1, sigma_param=sigma_param)
+    r1 = rho.clone().requires_grad_()
+    r2 = rho.clone().requires_grad_()
+    g = torch.linspace(-1.0, 2.0, len(rho))
+    ours = layer.sigma_of(r1)
+    ref = F.softplus(r2) if sigma_param == "softplus" else torch.exp(r2)
+    (ours * g).sum().backward()
+    (ref * g).sum().backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(r1.grad, r2.grad, rtol=1e-6, atol=1e-12)
+
+
+def test_kl_reuses_the_forward_sigma_and_stays_exact_after_updates() -> None:
+    torch.manual_seed(0)
+    layer = MeanFieldLinear(6, 4, noise="weights", bayesian_bias=True, init_sigma=0.3)
+    x = torch.randn(5, 6)
+
+    def reference() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The KL and its gradients computed without the layer's cache."""
+        mu = layer.weight_mu.detach().clone().requires_grad_()
+        rho = layer.weight_rho.detach().clone().requires_grad_()
+        kl = (GaussianPrior().kl_sum(mu, F.softplus(rho))
+              + GaussianPrior().kl_sum(layer.bias_mu, F.softplus(layer.bias_rho)).detach())
+        kl.backward()
+        return kl.detach(), mu.grad, rho.grad
+
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).sum().backward()  # a graph of its own: the KL must not depend on it
+        layer.weight_mu.grad = layer.weight_rho.grad = None
+        kl = layer.kl()
+        kl.backward()
+        want, g_mu, g_rho = reference()
+        torch.testing.assert_close(kl.detach(), want)
+        torch.testing.assert_close(layer.weight_mu.grad, g_mu)
+        torch.testing.assert_close(layer.weight_rho.grad, g_rho)
+        opt.step()  # rho changes in place: the next KL must see the new values
+    with torch.no_grad():
+        layer.weight_rho.fill_(-1.0)
+    torch.testing.assert_close(layer.weight_sigma(), torch.full((4, 6), F.softplus(
+        torch.tensor(-1.0)).item()))

@@ -49,6 +49,7 @@ SigmaParam = Literal["softplus", "exp"]
 NOISES = ("lrt", "flipout", "weights")
 SIGMA_PARAMS = ("softplus", "exp")
 LRT_EPS = 1e-8  # added to the LRT variance before the square root (the reference's value)
+SOFTPLUS_THRESHOLD = 20.0  # above it softplus(rho) = rho, as in torch.nn.functional.softplus
 
 
 def inverse_sigma(sigma: float, sigma_param: str = "softplus") -> float:
@@ -104,12 +105,26 @@ class MeanFieldLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.register_buffer("mask", None)
+        self._sigma_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
     # --- the posterior ----------------------------------------------------------------------
 
     def sigma_of(self, rho: torch.Tensor) -> torch.Tensor:
         """Standard deviation from the unconstrained parameter."""
-        return F.softplus(rho) if self.sigma_param == "softplus" else torch.exp(rho)
+        return _Sigma.apply(rho, self.sigma_param, None)
+
+    def _weight_sigma_unmasked(self) -> torch.Tensor:
+        """sigma of every weight. The values are kept for the next `kl()` (a plain tensor, no
+        graph), so a training step computes the transcendentals of sigma once, as the peers
+        do that compute the KL inside the forward pass."""
+        rho = self.weight_rho
+        key = (rho._version, rho.data_ptr(), rho.dtype, rho.device, self.sigma_param)
+        cache = self._sigma_cache
+        values = cache[1] if cache is not None and cache[0] == key else None
+        sigma = _Sigma.apply(rho, self.sigma_param, values)
+        if values is None:
+            self._sigma_cache = (key, sigma.detach())
+        return sigma
 
     def weight_mean(self) -> torch.Tensor:
         """mu, with inactive coordinates exactly 0 when a mask is set."""
@@ -123,15 +138,15 @@ class MeanFieldLayer(nn.Module):
 
     def weight_sigma(self) -> torch.Tensor:
         """sigma, 0 at inactive coordinates."""
-        sigma = self.sigma_of(self.weight_rho)
+        sigma = self._weight_sigma_unmasked()
         return sigma if self.mask is None else sigma * self.mask
 
     def kl(self) -> torch.Tensor:
         """KL(q || prior) summed over the active weights (and Bayesian biases)."""
-        mu, rho = self.weight_mu, self.weight_rho
+        mu, sigma = self.weight_mu, self._weight_sigma_unmasked()
         if self.mask is not None:
-            mu, rho = mu[self.mask], rho[self.mask]
-        total = self.prior.kl_sum(mu, self.sigma_of(rho))
+            mu, sigma = mu[self.mask], sigma[self.mask]
+        total = self.prior.kl_sum(mu, sigma)
         if self.bayesian_bias:
             total = total + self.prior.kl_sum(self.bias_mu, self.sigma_of(self.bias_rho))
         return total
@@ -298,6 +313,34 @@ class MeanFieldConv2d(_MeanFieldConv):
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: int | tuple[int, int], **kwargs: Any) -> None:
         super().__init__(2, in_channels, out_channels, kernel_size, **kwargs)
+
+
+class _Sigma(torch.autograd.Function):
+    """sigma = softplus(rho) or exp(rho), with the derivative computed in backward from rho
+    (sigmoid) or the output (exp). Against `F.softplus` this does one exponential and one
+    log1p forward and one sigmoid backward instead of a fused softplus (slower on CPU) and an
+    exponential again in backward. `values`, when given, are sigma already computed from this
+    rho (the layer's cache): they are returned with the gradient still flowing to rho."""
+
+    @staticmethod
+    def forward(ctx: Any, rho: torch.Tensor, param: str,
+                values: torch.Tensor | None) -> torch.Tensor:
+        if values is not None:
+            sigma = values.clone()
+        elif param == "exp":
+            sigma = torch.exp(rho)
+        else:
+            sigma = torch.log1p(torch.exp(rho))
+            if rho.numel() and bool(rho.max() > SOFTPLUS_THRESHOLD):
+                sigma = torch.where(rho > SOFTPLUS_THRESHOLD, rho, sigma)
+        ctx.param = param
+        ctx.save_for_backward(sigma if param == "exp" else rho)
+        return sigma
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (saved,) = ctx.saved_tensors
+        return grad * (saved if ctx.param == "exp" else torch.sigmoid(saved)), None, None
 
 
 # ---------------------------------------------------------------------------------------------
