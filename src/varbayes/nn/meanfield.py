@@ -17,6 +17,11 @@ Biases are deterministic unless `bayesian_bias=True`. How a forward pass samples
 Sampling does not depend on train/eval mode, so BatchNorm keeps its running statistics at
 evaluation while weights are still drawn.
 
+sigma is computed once per value of rho: the forward pass keeps its values (no graph) and
+`kl()` reuses them, recomputing when rho changed in place (optimiser steps, `load_state_dict`,
+any in-place op bumps the tensor's version). Writing through `rho.data` bypasses the version
+counter, so do such writes under `torch.no_grad()` on the parameter itself.
+
 Sparse posteriors (SSVI): an optional boolean `mask` buffer (None when dense) of the weight's
 shape restricts q to the active coordinates. The forward uses mu * mask and sigma * mask, so
 inactive weights are exactly 0 and get no gradient; the KL sums over active coordinates only;
