@@ -110,13 +110,13 @@ class MeanFieldLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.register_buffer("mask", None)
-        self._sigma_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        self._sigma_values = _SigmaValues()
 
     # --- the posterior ----------------------------------------------------------------------
 
     def sigma_of(self, rho: torch.Tensor) -> torch.Tensor:
         """Standard deviation from the unconstrained parameter."""
-        return _Sigma.apply(rho, self.sigma_param, None)
+        return _Sigma.apply(rho, self.sigma_param, _SigmaValues())
 
     def _weight_sigma_unmasked(self) -> torch.Tensor:
         """sigma of every weight. The values are kept for the next `kl()` (a plain tensor, no
@@ -124,12 +124,9 @@ class MeanFieldLayer(nn.Module):
         do that compute the KL inside the forward pass."""
         rho = self.weight_rho
         key = (rho._version, rho.data_ptr(), rho.dtype, rho.device, self.sigma_param)
-        cache = self._sigma_cache
-        values = cache[1] if cache is not None and cache[0] == key else None
-        sigma = _Sigma.apply(rho, self.sigma_param, values)
-        if values is None:
-            self._sigma_cache = (key, sigma.detach())
-        return sigma
+        if self._sigma_values.key != key:
+            self._sigma_values = _SigmaValues(key)
+        return _Sigma.apply(rho, self.sigma_param, self._sigma_values)
 
     def weight_mean(self) -> torch.Tensor:
         """mu, with inactive coordinates exactly 0 when a mask is set."""
@@ -320,32 +317,45 @@ class MeanFieldConv2d(_MeanFieldConv):
         super().__init__(2, in_channels, out_channels, kernel_size, **kwargs)
 
 
+class _SigmaValues:
+    """sigma and d sigma / d rho computed from one value of rho (`key`), shared by the forward
+    pass, `kl()` and their backward passes until rho changes."""
+
+    def __init__(self, key: tuple[Any, ...] | None = None) -> None:
+        self.key = key
+        self.sigma: torch.Tensor | None = None
+        self.derivative: torch.Tensor | None = None
+
+
 class _Sigma(torch.autograd.Function):
-    """sigma = softplus(rho) or exp(rho), with the derivative computed in backward from rho
-    (sigmoid) or the output (exp). Against `F.softplus` this does one exponential and one
-    log1p forward and one sigmoid backward instead of a fused softplus (slower on CPU) and an
-    exponential again in backward. `values`, when given, are sigma already computed from this
-    rho (the layer's cache): they are returned with the gradient still flowing to rho."""
+    """sigma = softplus(rho) or exp(rho). Against `F.softplus` this does one exponential and
+    one log1p forward and one sigmoid for the derivative instead of a fused softplus (slower on
+    CPU) and an exponential again in every backward; `values` hold what was already computed
+    from this rho, so a training step computes each of them once."""
 
     @staticmethod
-    def forward(ctx: Any, rho: torch.Tensor, param: str,
-                values: torch.Tensor | None) -> torch.Tensor:
-        if values is not None:
-            sigma = values.clone()
-        elif param == "exp":
-            sigma = torch.exp(rho)
+    def forward(ctx: Any, rho: torch.Tensor, param: str, values: _SigmaValues) -> torch.Tensor:
+        if values.sigma is not None:
+            sigma = values.sigma.clone()
         else:
-            sigma = torch.log1p(torch.exp(rho))
-            if rho.numel() and bool(rho.max() > SOFTPLUS_THRESHOLD):
-                sigma = torch.where(rho > SOFTPLUS_THRESHOLD, rho, sigma)
-        ctx.param = param
-        ctx.save_for_backward(sigma if param == "exp" else rho)
+            if param == "exp":
+                sigma = torch.exp(rho)
+            else:
+                sigma = torch.log1p(torch.exp(rho))
+                if rho.numel() and bool(rho.max() > SOFTPLUS_THRESHOLD):
+                    sigma = torch.where(rho > SOFTPLUS_THRESHOLD, rho, sigma)
+            values.sigma = sigma.detach()
+        ctx.param, ctx.values = param, values
+        ctx.save_for_backward(rho)
         return sigma
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (saved,) = ctx.saved_tensors
-        return grad * (saved if ctx.param == "exp" else torch.sigmoid(saved)), None, None
+        (rho,) = ctx.saved_tensors
+        values = ctx.values
+        if values.derivative is None:
+            values.derivative = values.sigma if ctx.param == "exp" else torch.sigmoid(rho)
+        return grad * values.derivative, None, None
 
 
 # ---------------------------------------------------------------------------------------------
