@@ -17,10 +17,11 @@ Biases are deterministic unless `bayesian_bias=True`. How a forward pass samples
 Sampling does not depend on train/eval mode, so BatchNorm keeps its running statistics at
 evaluation while weights are still drawn.
 
-sigma is computed once per value of rho: the forward pass keeps its values (no graph) and
-`kl()` reuses them, recomputing when rho changed in place (optimiser steps, `load_state_dict`,
-any in-place op bumps the tensor's version). Writing through `rho.data` bypasses the version
-counter, so do such writes under `torch.no_grad()` on the parameter itself.
+The weights' sigma is computed once per value of rho: the forward pass keeps the values (no
+graph) and `kl()` and later passes reuse them, with the derivative of sigma attached, until rho
+changes in place (optimiser steps, `load_state_dict`, any in-place op bumps the tensor's
+version). Writing through `rho.data` bypasses the version counter: write to the parameter
+under `torch.no_grad()` instead.
 
 Sparse posteriors (SSVI): an optional boolean `mask` buffer (None when dense) of the weight's
 shape restricts q to the active coordinates. The forward uses mu * mask and sigma * mask, so
@@ -54,7 +55,6 @@ SigmaParam = Literal["softplus", "exp"]
 NOISES = ("lrt", "flipout", "weights")
 SIGMA_PARAMS = ("softplus", "exp")
 LRT_EPS = 1e-8  # added to the LRT variance before the square root (the reference's value)
-SOFTPLUS_THRESHOLD = 20.0  # above it softplus(rho) = rho, as in torch.nn.functional.softplus
 
 
 def inverse_sigma(sigma: float, sigma_param: str = "softplus") -> float:
@@ -110,23 +110,13 @@ class MeanFieldLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.register_buffer("mask", None)
-        self._sigma_values = _SigmaValues()
+        self._sigma_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
 
     # --- the posterior ----------------------------------------------------------------------
 
     def sigma_of(self, rho: torch.Tensor) -> torch.Tensor:
         """Standard deviation from the unconstrained parameter."""
-        return _Sigma.apply(rho, self.sigma_param, _SigmaValues())
-
-    def _weight_sigma_unmasked(self) -> torch.Tensor:
-        """sigma of every weight. The values are kept for the next `kl()` (a plain tensor, no
-        graph), so a training step computes the transcendentals of sigma once, as the peers
-        do that compute the KL inside the forward pass."""
-        rho = self.weight_rho
-        key = (rho._version, rho.data_ptr(), rho.dtype, rho.device, self.sigma_param)
-        if self._sigma_values.key != key:
-            self._sigma_values = _SigmaValues(key)
-        return _Sigma.apply(rho, self.sigma_param, self._sigma_values)
+        return F.softplus(rho) if self.sigma_param == "softplus" else torch.exp(rho)
 
     def weight_mean(self) -> torch.Tensor:
         """mu, with inactive coordinates exactly 0 when a mask is set."""
@@ -142,6 +132,17 @@ class MeanFieldLayer(nn.Module):
         """sigma, 0 at inactive coordinates."""
         sigma = self._weight_sigma_unmasked()
         return sigma if self.mask is None else sigma * self.mask
+
+    def _weight_sigma_unmasked(self) -> torch.Tensor:
+        """sigma of every weight, computed once per value of rho (see the module doc): a
+        training step pays the transcendental functions once, for the sample and the KL."""
+        rho = self.weight_rho
+        key = (rho._version, rho.data_ptr(), rho.dtype, rho.device, self.sigma_param)
+        if self._sigma_cache is not None and self._sigma_cache[0] == key:
+            return _with_sigma_gradient(rho, self._sigma_cache[1], self.sigma_param)
+        sigma = self.sigma_of(rho)
+        self._sigma_cache = (key, sigma.detach())
+        return sigma
 
     def kl(self) -> torch.Tensor:
         """KL(q || prior) summed over the active weights (and Bayesian biases)."""
@@ -317,47 +318,6 @@ class MeanFieldConv2d(_MeanFieldConv):
         super().__init__(2, in_channels, out_channels, kernel_size, **kwargs)
 
 
-class _SigmaValues:
-    """sigma and d sigma / d rho computed from one value of rho (`key`), shared by the forward
-    pass, `kl()` and their backward passes until rho changes."""
-
-    def __init__(self, key: tuple[Any, ...] | None = None) -> None:
-        self.key = key
-        self.sigma: torch.Tensor | None = None
-        self.derivative: torch.Tensor | None = None
-
-
-class _Sigma(torch.autograd.Function):
-    """sigma = softplus(rho) or exp(rho). Against `F.softplus` this does one exponential and
-    one log1p forward and one sigmoid for the derivative instead of a fused softplus (slower on
-    CPU) and an exponential again in every backward; `values` hold what was already computed
-    from this rho, so a training step computes each of them once."""
-
-    @staticmethod
-    def forward(ctx: Any, rho: torch.Tensor, param: str, values: _SigmaValues) -> torch.Tensor:
-        if values.sigma is not None:
-            sigma = values.sigma.clone()
-        else:
-            if param == "exp":
-                sigma = torch.exp(rho)
-            else:
-                sigma = torch.log1p(torch.exp(rho))
-                if rho.numel() and bool(rho.max() > SOFTPLUS_THRESHOLD):
-                    sigma = torch.where(rho > SOFTPLUS_THRESHOLD, rho, sigma)
-            values.sigma = sigma.detach()
-        ctx.param, ctx.values = param, values
-        ctx.save_for_backward(rho)
-        return sigma
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (rho,) = ctx.saved_tensors
-        values = ctx.values
-        if values.derivative is None:
-            values.derivative = values.sigma if ctx.param == "exp" else torch.sigmoid(rho)
-        return grad * values.derivative, None, None
-
-
 # ---------------------------------------------------------------------------------------------
 # whole-model helpers
 
@@ -427,6 +387,18 @@ def _init_like_torch(layer: MeanFieldLayer, fan_in: int) -> None:
     if layer.bias is not None and fan_in > 0:
         bound = 1 / math.sqrt(fan_in)
         nn.init.uniform_(layer.bias, -bound, bound)
+
+
+def _with_sigma_gradient(rho: torch.Tensor, values: torch.Tensor, sigma_param: str
+                         ) -> torch.Tensor:
+    """`values` (sigma already computed from this rho) with the gradient of sigma(rho)
+    attached: rho - rho.detach() is exactly 0, so the value is unchanged, and its derivative
+    is sigmoid(rho) for softplus or sigma for exp. One sigmoid instead of a softplus forward
+    and backward."""
+    if not (torch.is_grad_enabled() and rho.requires_grad):
+        return values.clone()
+    slope = values if sigma_param == "exp" else torch.sigmoid(rho.detach())
+    return values + (rho - rho.detach()) * slope
 
 
 def _rademacher(shape: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:
