@@ -16,9 +16,9 @@ def median_times(
     contenders: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
     clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median seconds of each callable by `clock` (wall clock by default;
-    `time.process_time` counts only this process's CPU time, which a shared, oversubscribed
-    machine inflates far less); rounds interleave the contenders."""
+    """Median seconds of each callable by `clock` (wall clock by default; `time.process_time`
+    counts only this process's CPU time, which a busy machine does not inflate when torch runs
+    one thread); rounds interleave the contenders."""
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
