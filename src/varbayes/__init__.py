@@ -22,6 +22,14 @@ def save(model: Any, directory: str | Path) -> None:
     model.save(directory)
 
 
+def bayescap(frozen_model: Any, **settings: Any) -> Any:
+    """BayesCap around a frozen `nn.Module`: `cap = varbayes.bayescap(model, fraction=0.3)`,
+    `cap.fit((x, y))`, `mean, var = cap.predict(x)` (settings: `bayescap.CapConfig`)."""
+    from varbayes.methods.bnn.bayescap import BayesCap
+
+    return BayesCap(frozen_model, **settings)
+
+
 def predict(model: Any, x: Any) -> Any:
     """`model.predict(x)`: class probabilities, or (mean, variance) for regression."""
     return model.predict(x)
@@ -39,4 +47,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'varbayes' has no attribute {name!r}")
 
 
-__all__ = ["VarbayesError", "fit", "load", "predict", "reproduce", "run", "save"]
+__all__ = ["VarbayesError", "bayescap", "fit", "load", "predict", "reproduce", "run", "save"]
