@@ -44,6 +44,11 @@ def test_variance_is_finite_for_tiny_shape_in_float32() -> None:
     assert var.item() == pytest.approx(math.exp(math.lgamma(30) - math.lgamma(10)), rel=1e-5)
 
 
+def test_variance_of_extreme_shape_is_clamped_not_inf() -> None:
+    var = gg_variance(torch.tensor([1.0]), torch.tensor([0.01]))
+    assert var.item() == torch.finfo(torch.float32).max
+
+
 def test_nll_gradients_finite_at_zero_residual() -> None:
     mean = torch.zeros(3, requires_grad=True)
     a = torch.ones(3, requires_grad=True)

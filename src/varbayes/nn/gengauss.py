@@ -46,7 +46,9 @@ def gg_linear_residual_loss(y: torch.Tensor, mean: torch.Tensor, inv_alpha: torc
 def gg_variance(inv_alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Variance alpha^2 Gamma(3/beta) / Gamma(1/beta), computed in log space in float64
     (Gamma(3/beta) overflows float32 for beta below about 0.09) and returned in the input's
-    dtype."""
+    dtype; a variance beyond that dtype's range (beta near 0.01) is clamped to its largest
+    finite value rather than returned as Inf."""
     a, b = inv_alpha.double(), beta.double()
     log_var = -2.0 * torch.log(a) + torch.lgamma(3.0 / b) - torch.lgamma(1.0 / b)
-    return torch.exp(log_var).to(inv_alpha.dtype)
+    top = torch.finfo(inv_alpha.dtype).max
+    return torch.exp(log_var).clamp_max(top).to(inv_alpha.dtype)
