@@ -16,7 +16,7 @@ $(BIN)/python:
 # torch first, as the CPU build that is on disk here, then the package with its extras.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[data,test]'
+	$(BIN)/python -m pip install -q -e '.[data,dp,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,6 +7,7 @@ traceback; a reproduction whose claim fails exits 1.
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from collections.abc import Sequence
@@ -109,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
 
     record = run(args.method, args.dataset, seed=args.seed, split=args.split, out=args.out,
                  settings=args.settings, resume=args.resume, quiet=args.quiet)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # under DDP only rank 0 reports
+        return 0
     out = args.out or f"runs/{args.method}-{record['dataset']}-seed{args.seed}"
     shown = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
     print(" ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:8]))
@@ -146,6 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.name not in scripts:
         raise one_of(f"benchmark in {folder}", args.name, scripts)
     sys.argv = [str(folder / f"{args.name}.py"), *args.args]
+    sys.path.insert(0, str(folder.resolve()))  # as `python benchmarks/NAME.py` would
     runpy.run_path(sys.argv[0], run_name="__main__")
     return 0
 

@@ -33,6 +33,15 @@ METHODS: tuple[Method, ...] = (
         "-", "the non-Bayesian network every claim is measured against", "baseline",
         "docs/methods/deterministic.md",
     ),
+    Method("mfvi", "varbayes.methods.bnn.mfvi", "bnn", "Blundell et al. 2015; Kingma et al. 2015", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/mfvi.md"),  # noqa: E501
+    Method("mc-dropout", "varbayes.methods.baselines.mc_dropout", "baselines", "Gal & Ghahramani 2016", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/mc-dropout.md"),  # noqa: E501
+    Method("deep-ensemble", "varbayes.methods.baselines.deep_ensemble", "baselines", "Lakshminarayanan et al. 2017", "uncertainty grows away from the data; lower NLL than the deterministic network", "reproduced", "docs/methods/deep-ensemble.md"),  # noqa: E501
+    Method(
+        "dp-bayes-estimate", "varbayes.methods.statistics.dp_bayes_estimate", "statistics",
+        "Zanella-Béguelin et al., ICML 2023",
+        "posterior over epsilon from a membership-inference audit, narrower than Clopper-Pearson",
+        "reproduced", "docs/methods/dp-bayes-estimate.md",
+    ),
     Method("bayescap", "varbayes.methods.bnn.bayescap", "bnn", "Upadhyay et al., ECCV 2022", "calibrated per-element uncertainty for a frozen network from a cap trained on a fraction of the data", "partly reproduced", "docs/methods/bayescap.md"),  # noqa: E501
 )
 

@@ -8,7 +8,9 @@ run (same seed, CPU).
 
 Under DDP every step takes one global batch of the seeded permutation and each rank a strided
 slice of it; the loss is reweighted by the slice size so the averaged gradient equals the
-gradient of the global-batch loss, whatever the ranks' share.
+gradient of the global-batch loss, whatever the ranks' share. The global torch RNG is reseeded
+per rank at the start of every epoch, so ranks draw independent noise (a DDP run resumes
+exactly from a checkpoint taken at an epoch's end, the default).
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def fit(
         bar.advance(t)
         while t < total and not loop["stopped_early"]:
             epoch0, b = divmod(t, steps_per_epoch)
+            if world > 1 and b == 0:
+                torch.manual_seed(_rank_seed(seed, epoch0, rank))
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(
                 seed * 1_000_003 + epoch0)).to(fabric.device)
             idx = perm[b * batch:(b + 1) * batch]
@@ -186,6 +190,13 @@ def fit(
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _rank_seed(seed: int, epoch0: int, rank: int) -> int:
+    """Seed of the global torch RNG on `rank` for epoch `epoch0` under DDP: each rank draws
+    its own noise (weight samples, dropout masks), so examples on different ranks do not share
+    it. Anything that must agree across ranks must come from its own generator or rank 0."""
+    return (seed * 1_000_003 + epoch0 * 7_919 + rank * 104_729 + 1) % 2**63
 
 
 def _make_optimizer(learner: Learner, cfg: TrainConfig) -> torch.optim.Optimizer:

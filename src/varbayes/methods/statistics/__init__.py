@@ -1,0 +1,1 @@
+"""Statistical methods: privacy auditing and learning from label proportions."""
