@@ -44,6 +44,14 @@ def test_same_function_and_widths() -> None:
         report["compact_macs"]
 
 
+def test_without_removal_keeps_the_shapes() -> None:
+    ws, bs = pruned_chain(1)
+    net = compact_mlp(ws, bs, remove=False)
+    assert [m.weight.shape for m in net if isinstance(m, nn.Linear)] == [w.shape for w in ws]
+    x = torch.randn(5, 7)
+    assert torch.allclose(net(x), reference(ws, bs, x), atol=1e-5)
+
+
 def test_bad_chain() -> None:
     with pytest.raises(VarbayesError, match="reads"):
         compact_mlp([torch.ones(3, 2), torch.ones(2, 4)], [None, None])

@@ -23,9 +23,11 @@ from varbayes.errors import VarbayesError
 
 
 def compact_mlp(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None],
-                activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
+                activation: Callable[[], nn.Module] = nn.ReLU,
+                remove: bool = True) -> nn.Sequential:
     """A dense `nn.Sequential` (Flatten, Linear, act, ..., Linear) without the removable
-    hidden units of the chain `weights` (zeros = pruned) with `biases` (None = no bias)."""
+    hidden units of the chain `weights` (zeros = pruned) with `biases` (None = no bias);
+    `remove=False` keeps every unit (the same network at its original shapes)."""
     if not weights or len(weights) != len(biases):
         raise VarbayesError("compact_mlp needs one bias (or None) per weight matrix")
     ws = [w.detach().clone().float() for w in weights]
@@ -36,7 +38,8 @@ def compact_mlp(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor |
             raise VarbayesError(f"layer {l + 1} reads {nxt.shape[1]} inputs but layer {l} has "
                                 f"{w.shape[0]} outputs; give (out, in) matrices in order")
     act = activation()
-    keeps = [((w != 0).any(1) & (nxt != 0).any(0)) for w, nxt in zip(ws, ws[1:])]
+    keeps = [((w != 0).any(1) & (nxt != 0).any(0)) if remove
+             else torch.ones(w.shape[0], dtype=torch.bool) for w, nxt in zip(ws, ws[1:])]
     for l, keep in enumerate(keeps):
         gone = ~keep
         if gone.any():  # constant outputs of removed units go into the next bias
