@@ -30,6 +30,15 @@ def bayescap(frozen_model: Any, **settings: Any) -> Any:
     return BayesCap(frozen_model, **settings)
 
 
+def turbo_vbi(network: Any, task: str = "classification", **settings: Any) -> Any:
+    """Turbo-VBI structured compression of your own MLP: `tv = varbayes.turbo_vbi(net)`,
+    `tv.fit(x, y)`, `tv.predict(x)`, `tv.structure()`, `tv.compact()` (settings:
+    `turbo_vbi.Config`)."""
+    from varbayes.methods.bnn.turbo_vbi import TurboVBI
+
+    return TurboVBI(network, task, **settings)
+
+
 def predict(model: Any, x: Any) -> Any:
     """`model.predict(x)`: class probabilities, or (mean, variance) for regression."""
     return model.predict(x)
@@ -47,4 +56,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'varbayes' has no attribute {name!r}")
 
 
-__all__ = ["VarbayesError", "bayescap", "fit", "load", "predict", "reproduce", "run", "save"]
+__all__ = ["VarbayesError", "bayescap", "fit", "load", "predict", "reproduce", "run", "save",
+           "turbo_vbi"]

@@ -60,7 +60,8 @@ def test_evidence_is_the_expected_log_gamma_ratio() -> None:
 
 def test_module_a_thresholds_the_second_moment() -> None:
     """With a concentrated spike (a_bar = 100) the support follows E[w^2] against the slab."""
-    p = prior(PriorSettings(active_shape=1.0, inactive_shape=100.0, spike_ratio=100.0),
+    p = prior(PriorSettings(active_shape=1.0, inactive_shape=100.0, spike_ratio=100.0,
+                            slab_scale=1.0),
               shape=(1, 4))
     mean = torch.tensor([[0.0, 0.02, 0.5, 1.0]])
     p.module_a(mean, torch.full_like(mean, 1e-3), iterations=5)
@@ -126,4 +127,59 @@ def test_baseline_masks() -> None:
 @pytest.mark.reproduce
 def test_quick_reproduction(tmp_path: Path) -> None:
     rec = varbayes.reproduce("turbo-vbi", quick=True, out=tmp_path, quiet=True)
-    assert len(rec["claims"]) == 5 and (tmp_path / "reproduction.json").is_file()
+    assert len(rec["claims"]) == 6 and (tmp_path / "reproduction.json").is_file()
+    rows = {k: v[0] for k, v in rec["details"]["datasets"]["digits"]["per_seed"].items()}
+    kept = rows["Turbo-VBI"]["weights_kept"]
+    assert 0 < kept < rows["dense VI"]["weights_kept"]
+    assert rows["magnitude pruning"]["weights_kept"] == kept  # compared at the same count
+    assert rows["static random mask"]["weights_kept"] == kept
+    assert rows["Turbo-VBI"]["compact_max_abs_diff"] < 1e-4
+    assert (tmp_path / "support_digits.png").is_file()
+
+
+def test_python_api_on_a_user_network() -> None:
+    """varbayes.turbo_vbi on a user's nn.Sequential: fit, predict, masks, structure report and
+    a compact network that computes what the pruned posterior mean computes."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 6)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
+                        nn.Linear(12, 2))
+    before = [p.clone() for p in net.parameters()]
+    tv = varbayes.turbo_vbi(net, epochs=3, first_round=1, round_every=1, finetune_epochs=1,
+                            batch_size=32, eval_samples=2, val_samples=2)
+    with pytest.raises(varbayes.VarbayesError, match="not trained yet"):
+        tv.predict(x)
+    tv.fit(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # a copy
+    probs = tv.predict(x[:5])
+    assert probs.shape == (5, 2) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+    masks = tv.masks()
+    report = tv.structure()
+    assert report["active"] == sum(int(m.sum()) for m in masks)
+    compact = tv.compact()
+    assert isinstance(compact[2], nn.Tanh)
+    widths = [m.out_features for m in compact if isinstance(m, nn.Linear)]
+    assert [6, *widths] == report["compact_widths"]
+    mean_net = varbayes.nn.predictive.posterior_mean_sampler(tv.network, x, 1)[0]
+    assert torch.allclose(compact(x), mean_net, atol=1e-5)
+
+
+def test_python_api_refuses_bad_input() -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    tv = varbayes.turbo_vbi(net, epochs=1, finetune_epochs=0)
+    x = torch.randn(10, 4)
+    with pytest.raises(varbayes.VarbayesError, match="labels"):
+        tv.fit(x, torch.full((10,), 3))
+    with pytest.raises(varbayes.VarbayesError, match="NaN"):
+        tv.fit(x.masked_fill(x > 1, float("nan")), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(varbayes.VarbayesError, match="reads 4 input features"):
+        tv.fit(torch.randn(10, 5), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(varbayes.VarbayesError, match="nn.Sequential"):
+        varbayes.turbo_vbi(nn.Linear(4, 3))
+    with pytest.raises(varbayes.VarbayesError, match="parameter-free activation"):
+        varbayes.turbo_vbi(nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3)))
+    with pytest.raises(varbayes.VarbayesError, match="2 numbers"):
+        varbayes.turbo_vbi(net, task="regression")
+    with pytest.raises(varbayes.VarbayesError, match="prune_threshold"):
+        varbayes.turbo_vbi(net, prune_threshold=1.5)

@@ -41,13 +41,13 @@ class PriorSettings:
     """The hierarchical prior's hyperparameters (see the module doc)."""
 
     active_shape: float = 1.0
-    inactive_shape: float = 100.0
-    slab_scale: float = 1.0
-    spike_ratio: float = 100.0
-    row_p01: float = 0.1
-    row_p11: float = 0.9
-    col_p01: float = 0.1
-    col_p11: float = 0.9
+    inactive_shape: float = 5.0
+    slab_scale: float = 2.0
+    spike_ratio: float = 10.0
+    row_p01: float = 0.2
+    row_p11: float = 0.5
+    col_p01: float = 0.2
+    col_p11: float = 0.5
     p_start: float | None = None
     init_pi: float = 0.5
     tau_update: Literal["textbook", "demo"] = "textbook"

@@ -14,13 +14,15 @@ neurons, with its measured prediction speed-up.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-import statistics
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior
 from varbayes.methods.supervised import dataset_network_spec, load_network, model_meta
 from varbayes.metrics import layer_macs, structure_report, train_flops
 from varbayes.metrics.cost import as_dense, count_parameters
+from varbayes.metrics.timing import median_times
 from varbayes.models import SupervisedModel
 from varbayes.nn.bayesianize import BayesSettings, bayesianize
 from varbayes.nn.compact import compact_mlp
@@ -58,7 +61,7 @@ class Config(TrainConfig):
     """Turbo-VBI settings: the BBB learner, the hierarchical prior, the turbo schedule,
     pruning and fine-tuning."""
 
-    epochs: int = setting(100, help="epochs of the turbo phase (BBB + Module A/B rounds)", ge=1)
+    epochs: int = setting(40, help="epochs of the turbo phase (BBB + Module A/B rounds)", ge=1)
     round_every: int = setting(5, help="run Module A's closed forms and Module B every this "
                                "many epochs", ge=1)
     first_round: int = setting(5, help="epoch after which the first round runs", ge=1)
@@ -66,10 +69,11 @@ class Config(TrainConfig):
                                        ge=1)
     prune_threshold: float = setting(0.5, help="remove weights with q(s = 1) below this",
                                      gt=0, lt=1)
-    finetune_epochs: int = setting(30, help="epochs of masked BBB after pruning (0: none)",
+    finetune_epochs: int = setting(50, help="epochs of masked BBB after pruning (0: none)",
                                    ge=0)
     init_sigma: float = setting(1e-3, help="initial posterior std sigma0", gt=0)
-    kl_weight: float = setting(1.0, help="beta: KL weight (1 = the ELBO)", gt=0)
+    kl_weight: float = setting(0.01, help="beta: KL weight (1 = the ELBO; see the docs "
+                              "for why 0.01)", gt=0)
     kl_warmup: float = setting(0.0, help="KL warm-up over this fraction of the turbo phase",
                                ge=0, le=1)
     rho_lr_scale: float = setting(10.0, help="learning rate of rho relative to lr", gt=0)
@@ -77,17 +81,17 @@ class Config(TrainConfig):
     val_samples: int = setting(10, help="weight draws for the validation NLL", ge=1)
     active_shape: float = setting(1.0, help="Gamma shape a of an active weight's precision",
                                   gt=0)
-    inactive_shape: float = setting(100.0, help="Gamma shape a_bar of an inactive weight's "
+    inactive_shape: float = setting(5.0, help="Gamma shape a_bar of an inactive weight's "
                                     "precision", gt=0)
-    slab_scale: float = setting(1.0, help="active prior std in units of the layer's RMS "
+    slab_scale: float = setting(2.0, help="active prior std in units of the layer's RMS "
                                 "weight at the first round", gt=0)
-    spike_ratio: float = setting(100.0, help="inactive / active prior mean precision", gt=1)
-    row_p01: float = setting(0.1, help="support chain along a neuron's incoming weights: "
+    spike_ratio: float = setting(10.0, help="inactive / active prior mean precision", gt=1)
+    row_p01: float = setting(0.2, help="support chain along a neuron's incoming weights: "
                              "P(active | previous inactive)", gt=0, lt=1)
-    row_p11: float = setting(0.9, help="... P(active | previous active)", gt=0, lt=1)
-    col_p01: float = setting(0.1, help="support chain along an input's outgoing weights: "
+    row_p11: float = setting(0.5, help="... P(active | previous active)", gt=0, lt=1)
+    col_p01: float = setting(0.2, help="support chain along an input's outgoing weights: "
                              "P(active | previous inactive)", gt=0, lt=1)
-    col_p11: float = setting(0.9, help="... P(active | previous active)", gt=0, lt=1)
+    col_p11: float = setting(0.5, help="... P(active | previous active)", gt=0, lt=1)
     p_start: float | None = setting(None, help="start factor P(s = 1) on the first row and "
                                     "column (none: no start factor)", gt=0, lt=1)
     init_pi: float = setting(0.5, help="initial q(s = 1) and prior pi", gt=0, lt=1)
@@ -219,24 +223,157 @@ def train(learner: TurboLearner, ds: Dataset, cfg: Config, ctx: RunContext) -> d
         x_val, y_val = val.x_test, val.y_test
     else:
         fit_part, x_val, y_val = ds, None, None
-    common = {"seed": ctx.seed, "x_val": x_val, "y_val": y_val, "resume": ctx.resume,
-              "quiet": ctx.quiet}
-    first = fit(learner, fit_part.x_train, fit_part.y_train, cfg.phase("turbo"),
-                checkpoint_dir=ctx.checkpoint_dir / "turbo",
-                description=f"turbo-vbi on {ds.name}", **common)
+    return train_arrays(learner, fit_part.x_train, fit_part.y_train, cfg, seed=ctx.seed,
+                        x_val=x_val, y_val=y_val, checkpoint_dir=ctx.checkpoint_dir,
+                        resume=ctx.resume, quiet=ctx.quiet, name=ds.name)
+
+
+def train_arrays(learner: TurboLearner, x: torch.Tensor, y: torch.Tensor, cfg: Config, *,
+                 seed: int = 0, x_val: torch.Tensor | None = None,
+                 y_val: torch.Tensor | None = None, checkpoint_dir: Path | None = None,
+                 resume: bool = False, quiet: bool = True, name: str = "data") -> dict[str, Any]:
+    """The turbo phase, pruning, then (if `finetune_epochs`) masked fine-tuning, on (x, y)."""
+    torch.set_flush_denormal(True)  # weights pulled towards zero: denormals slow CPUs a lot
+    common = {"seed": seed, "x_val": x_val, "y_val": y_val, "resume": resume, "quiet": quiet}
+    ckpt = (lambda phase: None) if checkpoint_dir is None else (
+        lambda phase: Path(checkpoint_dir) / phase)
+    first = fit(learner, x, y, cfg.phase("turbo"), checkpoint_dir=ckpt("turbo"),
+                description=f"turbo-vbi on {name}", **common)
     learner.prune()
     history, seconds, fabric, ft_steps = list(first.history), first.train_seconds, first.fabric, 0
     if cfg.finetune_epochs:
-        second = fit(learner, fit_part.x_train, fit_part.y_train, cfg.phase("finetune"),
-                     checkpoint_dir=ctx.checkpoint_dir / "finetune",
-                     description=f"turbo-vbi fine-tuning on {ds.name}", **common)
+        second = fit(learner, x, y, cfg.phase("finetune"), checkpoint_dir=ckpt("finetune"),
+                     description=f"turbo-vbi fine-tuning on {name}", **common)
         history += [{**h, "epoch": h["epoch"] + cfg.epochs, "phase": "finetune"}
                     for h in second.history]
         seconds += second.train_seconds
         fabric, ft_steps = second.fabric, second.steps
     return {"history": history, "seconds": seconds, "fabric": fabric,
-            "turbo_steps": first.steps, "finetune_steps": ft_steps,
-            "n_fit": fit_part.n_train}
+            "turbo_steps": first.steps, "finetune_steps": ft_steps, "n_fit": len(x)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Turbo-VBI on a network of your own
+
+
+class TurboVBI:
+    """Turbo-VBI compression of your own MLP: `tv = varbayes.turbo_vbi(network)`,
+    `tv.fit(x, y)`, then `tv.predict(x)`, `tv.structure()` (the structured-sparsity report)
+    and `tv.compact()` (the physically smaller dense network).
+
+    `network` is an `nn.Sequential` of `nn.Flatten`, `nn.Linear` and one kind of elementwise
+    activation (e.g. `nn.ReLU`) between the linear layers; it is copied, never changed. Its
+    last layer gives the class logits (task "classification") or a Gaussian's (mean, raw
+    variance) pair (task "regression", 2 outputs). Settings as in `Config`.
+    """
+
+    def __init__(self, network: nn.Module, task: str = "classification",
+                 cfg: Config | None = None, **settings: Any) -> None:
+        if cfg is not None and settings:
+            raise VarbayesError("give either a turbo_vbi.Config or keyword settings, not both")
+        if task not in ("classification", "regression"):
+            raise VarbayesError(f"task must be classification or regression; got {task!r}")
+        self.cfg = cfg if cfg is not None else Config.from_values(settings)
+        self.activation = _mlp_activation(network)
+        linears = [m for m in network if isinstance(m, nn.Linear)]
+        self.n_outputs = linears[-1].out_features
+        if task == "regression" and self.n_outputs != 2:
+            raise VarbayesError(f"a regression network must output 2 numbers (mean, raw "
+                                f"variance); its last layer outputs {self.n_outputs}")
+        self.task = task
+        self.n_inputs = linears[0].in_features
+        network = bayesianize(copy.deepcopy(network), prior=GaussianPrior(0.0, 1.0),
+                              init_sigma=self.cfg.init_sigma)
+        self.learner = TurboLearner(network, task, self.cfg)
+        self.input_shape: tuple[int, ...] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.fitted = False
+
+    @property
+    def network(self) -> nn.Module:
+        """The Bayesian network (pruned after `fit`)."""
+        return self.learner.network
+
+    def fit(self, x: Any, y: Any, *, validation: tuple[Any, Any] | None = None,
+            seed: int = 0, quiet: bool = True) -> TurboVBI:
+        """Turbo phase, pruning and fine-tuning on (x, y); `validation` is only monitored."""
+        x, y = self._arrays(x, y, remember=True)
+        x_val = y_val = None
+        if validation is not None:
+            x_val, y_val = self._arrays(*validation, remember=False)
+        torch.manual_seed(seed)
+        out = train_arrays(self.learner, x, y, self.cfg, seed=seed, x_val=x_val,
+                           y_val=y_val, quiet=quiet)
+        self.history, self.fitted = out["history"], True
+        return self
+
+    def predict(self, x: Any) -> Any:
+        """Class probabilities, or (mean, variance) for regression, averaged over
+        `eval_samples` weight draws of the pruned posterior."""
+        return self.model().predict(x)
+
+    def model(self) -> SupervisedModel:
+        """The pruned posterior as a varbayes model (`predict`, `save`)."""
+        self._trained()
+        meta = {"task": self.task, "input_shape": list(self.input_shape or ())}
+        return bayesian_model(self.network, meta, _mfvi_like(self.cfg))
+
+    def masks(self) -> list[torch.Tensor]:
+        """Which weights each linear layer keeps (out, in)."""
+        self._trained()
+        return [layer.mask.clone() for layer in self.learner.layers]
+
+    def structure(self) -> dict[str, Any]:
+        """`varbayes.metrics.structure_report` of the kept weights."""
+        self._trained()
+        return structure_report(linear_weights(self.network)[0])
+
+    def compact(self) -> nn.Sequential:
+        """The posterior-mean network without its removable neurons, as smaller dense
+        `nn.Linear` layers computing the same function."""
+        self._trained()
+        weights, biases = linear_weights(self.network)
+        return compact_mlp(weights, biases, self.activation)
+
+    def _trained(self) -> None:
+        if not self.fitted:
+            raise VarbayesError("turbo-vbi is not trained yet; call fit(x, y) first")
+
+    def _arrays(self, x: Any, y: Any, remember: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        from varbayes.data import check_arrays
+
+        kind = {"task": self.task}
+        if self.task == "classification":
+            kind["n_classes"] = self.n_outputs
+        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+        x, y = check_arrays(x, y, input_shape=None if remember else self.input_shape, **kind)
+        if math.prod(x.shape[1:]) != self.n_inputs:
+            raise VarbayesError(f"the network reads {self.n_inputs} input features but each "
+                                f"example of x has shape {tuple(x.shape[1:])}")
+        if remember:
+            self.input_shape = tuple(x.shape[1:])
+        return x, y
+
+
+def turbo_vbi(network: nn.Module, task: str = "classification", **settings: Any) -> TurboVBI:
+    """An untrained Turbo-VBI around a copy of `network`; settings as in `Config`."""
+    return TurboVBI(network, task, **settings)
+
+
+def _mlp_activation(network: nn.Module) -> Callable[[], nn.Module]:
+    """The activation class between the linear layers of an MLP `nn.Sequential`."""
+    if not isinstance(network, nn.Sequential):
+        raise VarbayesError(f"turbo-vbi compresses an nn.Sequential MLP; got "
+                            f"{type(network).__name__}")
+    others = [m for m in network if not isinstance(m, (nn.Linear, nn.Flatten))]
+    linears = [m for m in network if isinstance(m, nn.Linear)]
+    kinds = [type(m) for m in others]
+    bad = [m for m in others if list(m.parameters()) or list(m.children())]
+    if not linears or bad or len(set(kinds)) > 1:
+        raise VarbayesError("turbo-vbi needs an nn.Sequential of Flatten, Linear and one kind "
+                            "of parameter-free activation between the Linear layers")
+    return kinds[0] if kinds else nn.Identity
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +402,9 @@ def structure_metrics(network: nn.Module, ds: Dataset, repeats: int = 30) -> dic
     x = x[:SPEED_ROWS]
     with torch.no_grad():
         agree = float((compact(x) - full(x)).abs().max())
-    times = median_times({"dense": lambda: full(x), "compact": lambda: compact(x)}, repeats)
+    with torch.no_grad():
+        times = median_times({"dense": lambda: full(x), "compact": lambda: compact(x)},
+                             repeats)
     total = report["total"]
     metrics = {
         "density": report["density"], "weights_kept": report["active"],
@@ -274,29 +413,13 @@ def structure_metrics(network: nn.Module, ds: Dataset, repeats: int = 30) -> dic
         "neurons_removed_fraction": report["neurons_removed_fraction"],
         "dense_macs": report["dense_macs"], "nnz_macs": report["nnz_macs"],
         "compact_macs": report["compact_macs"],
-        "mean_block_len": _block_mean(report), "block_len_ratio": _block_ratio(report),
-        "csr_index_bytes": sum(e["csr_index_bytes"] for e in report["layers"]),
-        "block_index_bytes": sum(e["block_index_bytes"] for e in report["layers"]),
+        **{k: report[k] for k in ("mean_block_len", "block_len_ratio", "csr_index_bytes",
+                                  "block_index_bytes")},
         "compact_max_abs_diff": agree,
         "predict_seconds_dense": times["dense"], "predict_seconds_compact": times["compact"],
         "speed_ratio": times["dense"] / times["compact"],
     }
     return {"metrics": metrics, "report": report, "widths": report["compact_widths"]}
-
-
-def median_times(contenders: dict[str, Any], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call, contenders interleaved so machine load hits them alike."""
-    samples: dict[str, list[float]] = {k: [] for k in contenders}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for fn in contenders.values():
-                fn()
-        for _ in range(repeats):
-            for name, fn in contenders.items():
-                start = time.perf_counter()
-                fn()
-                samples[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def turbo_cost(learner: TurboLearner, ds: Dataset, cfg: Config,
@@ -363,17 +486,3 @@ def reproduce(ctx: ReproduceContext) -> Reproduction:
 def _mfvi_like(cfg: Config) -> Any:
     """What `bayesian_model` reads from an mfvi Config: S draws, full weight samples."""
     return type("EvalSettings", (), {"eval_samples": cfg.eval_samples, "eval_noise": "weights"})
-
-
-def _block_mean(report: dict[str, Any]) -> float:
-    runs = sum(e["n_blocks"] for e in report["layers"])
-    return 2 * report["active"] / runs if runs else 0.0
-
-
-def _block_ratio(report: dict[str, Any]) -> float:
-    """Mean block length over all layers divided by its expectation under random masks with
-    each row's and column's own density: (expected runs) / (runs)."""
-    runs = sum(e["n_blocks"] for e in report["layers"])
-    expected = sum(2 * e["active"] / e["random_mean_block_len"] for e in report["layers"]
-                   if e["active"])
-    return expected / runs if runs else math.nan
