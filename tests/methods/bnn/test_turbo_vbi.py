@@ -183,3 +183,20 @@ def test_python_api_refuses_bad_input() -> None:
         varbayes.turbo_vbi(net, task="regression")
     with pytest.raises(varbayes.VarbayesError, match="prune_threshold"):
         varbayes.turbo_vbi(net, prune_threshold=1.5)
+
+
+def test_saved_comparisons_are_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    from varbayes.methods.bnn import turbo_vbi as tv
+    from varbayes.methods.bnn.turbo_vbi_repro import _load_comparison, _save_comparison
+
+    masks = [torch.rand(3, 4) > 0.5, torch.rand(2, 3) > 0.5]
+    result = {"metrics": {"Turbo-VBI": {"accuracy": 0.9, "block_len_ratio": float("nan")}},
+              "masks": {"Turbo-VBI": masks}, "rounds": [{"epoch": 2, "density": 0.5}]}
+    cfg = tv.Config(epochs=3)
+    _save_comparison(tmp_path, cfg, result)
+    again = _load_comparison(tmp_path, cfg)
+    assert again is not None and again["rounds"] == result["rounds"]
+    assert all(torch.equal(a, b) for a, b in zip(again["masks"]["Turbo-VBI"], masks))
+    assert again["metrics"]["Turbo-VBI"]["accuracy"] == 0.9
+    assert math.isnan(again["metrics"]["Turbo-VBI"]["block_len_ratio"])
+    assert _load_comparison(tmp_path, tv.Config(epochs=4)) is None
