@@ -104,6 +104,17 @@ def test_learner_rounds_prune_and_compact(tmp_path: Path) -> None:
     assert (tmp_path / "support.png").is_file()
 
 
+def test_cli_refuses_bad_settings_with_exit_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from varbayes.cli import main
+
+    assert main(["run", "turbo-vbi", "--dataset", "digits", "--set", "prune_threshold=1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "prune_threshold" in err and "\n" not in err
+    assert not (tmp_path / "result.json").exists()
+
+
 def test_bad_settings_are_one_line() -> None:
     with pytest.raises(varbayes.VarbayesError, match="row_p11 must be < 1"):
         varbayes.run("turbo-vbi", "digits", row_p11=1.0)
