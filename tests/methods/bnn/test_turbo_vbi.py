@@ -211,3 +211,22 @@ def test_saved_comparisons_are_reused_only_with_the_same_settings(tmp_path: Path
     assert again["metrics"]["Turbo-VBI"]["accuracy"] == 0.9
     assert math.isnan(again["metrics"]["Turbo-VBI"]["block_len_ratio"])
     assert _load_comparison(tmp_path, tv.Config(epochs=4)) is None
+
+
+@pytest.mark.parametrize("calibration", ["layer", "global"])
+def test_calibration_per_layer_or_pooled(calibration: str) -> None:
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)),
+                                  init_sigma=1e-3)
+    with torch.no_grad():
+        net[2].weight_mu.mul_(10)  # the layers' weights differ in size
+    learner = tv.TurboLearner(net, "classification", tv.Config(calibration=calibration))
+    learner.refresh_prior()
+    layers = varbayes.nn.bayesian_layers(net)
+    m2 = [(m.weight_mu**2 + m.weight_sigma()**2).detach().double() for m in layers]
+    pooled = torch.cat([t.flatten() for t in m2]).mean()
+    for layer_m2, prior in zip(m2, learner.priors):
+        v_a = 4.0 * float(layer_m2.mean() if calibration == "layer" else pooled)  # slab 2
+        assert prior.b == pytest.approx(1.0 * v_a, rel=1e-5)

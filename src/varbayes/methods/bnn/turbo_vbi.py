@@ -94,6 +94,8 @@ class Config(TrainConfig):
     col_p11: float = setting(0.5, help="... P(active | previous active)", gt=0, lt=1)
     p_start: float | None = setting(None, help="start factor P(s = 1) on the first row and "
                                     "column (none: no start factor)", gt=0, lt=1)
+    calibration: Literal["layer", "global"] = setting(
+        "layer", help="Gamma rates from each layer's mean E[w^2] or from all layers' together")
     init_pi: float = setting(0.5, help="initial q(s = 1) and prior pi", gt=0, lt=1)
     tau_update: Literal["textbook", "demo"] = setting(
         "textbook", help="q(tau) update: textbook (+1/2, E[w^2]/2) or the demo's (+1, E[w^2])")
@@ -153,11 +155,13 @@ class TurboLearner(VariationalLearner):
         N(0, 1/E[tau]). Until the first round (a burn-in of `first_round` epochs) the layers
         keep the N(0, 1) prior of plain BBB; the first round calibrates the Gamma rates."""
         change, active = 0.0, 0
+        pooled = torch.cat([(m.weight_mu**2 + m.weight_sigma()**2).flatten()
+                            for m in self.layers])
         for layer, prior in zip(self.layers, self.priors):
             before = prior.prior_logit.clone()
             mean, sigma = layer.weight_mu, layer.weight_sigma()
             if not bool(prior.calibrated):
-                prior.calibrate(mean**2 + sigma**2)
+                prior.calibrate(mean**2 + sigma**2 if self.cfg.calibration == "layer" else pooled)
             prior.module_a(mean, sigma, self.cfg.module_a_iterations)
             if module_b:
                 prior.module_b()
