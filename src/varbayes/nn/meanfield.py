@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from varbayes.errors import VarbayesError, one_of
-from varbayes.nn.priors import GaussianPrior, Prior
+from varbayes.nn.priors import GaussianPrior, Prior, gaussian_kl
 
 Noise = Literal["lrt", "flipout", "weights"]
 SigmaParam = Literal["softplus", "exp"]
@@ -111,6 +111,7 @@ class MeanFieldLayer(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("mask", None)
         self._sigma_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        self.register_buffer("prior_precision", None)
 
     # --- the posterior ----------------------------------------------------------------------
 
@@ -145,11 +146,17 @@ class MeanFieldLayer(nn.Module):
         return sigma
 
     def kl(self) -> torch.Tensor:
-        """KL(q || prior) summed over the active weights (and Bayesian biases)."""
+        """KL(q || prior) summed over the active weights (and Bayesian biases); with a
+        per-weight `prior_precision` set, the weights' prior is N(0, 1 / precision)."""
         mu, sigma = self.weight_mu, self._weight_sigma_unmasked()
+        precision = self.prior_precision
         if self.mask is not None:
             mu, sigma = mu[self.mask], sigma[self.mask]
-        total = self.prior.kl_sum(mu, sigma)
+            precision = None if precision is None else precision[self.mask]
+        if precision is None:
+            total = self.prior.kl_sum(mu, sigma)
+        else:
+            total = gaussian_kl(mu, sigma, 0.0, precision.rsqrt()).sum()
         if self.bayesian_bias:
             total = total + self.prior.kl_sum(self.bias_mu, self.sigma_of(self.bias_rho))
         return total
@@ -193,6 +200,18 @@ class MeanFieldLayer(nn.Module):
     def _expand_bias(self, b: torch.Tensor) -> torch.Tensor:
         return b.reshape(-1, *((1,) * (self.weight_mu.dim() - 2)))
 
+    def set_prior_precision(self, precision: torch.Tensor | None) -> None:
+        """A per-weight Gaussian prior N(0, 1 / precision) for the weights (weight-shaped,
+        > 0), replacing `prior` in the KL (hierarchical priors such as Turbo-VBI's update it
+        between epochs); None returns to `prior`. Bayesian biases keep `prior`."""
+        if precision is None:
+            self.prior_precision = None
+            return
+        if precision.shape != self.weight_mu.shape or not bool((precision > 0).all()):
+            raise VarbayesError(f"prior precision must be > 0 with the weight shape "
+                                f"{tuple(self.weight_mu.shape)}; got {tuple(precision.shape)}")
+        self.prior_precision = precision.detach().to(self.weight_mu).clone()
+
     # --- masks (sparse subspaces) -----------------------------------------------------------
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
@@ -219,6 +238,8 @@ class MeanFieldLayer(nn.Module):
         key = prefix + "mask"
         if key in state_dict and self.mask is None:
             self.mask = torch.ones_like(self.weight_mu, dtype=torch.bool)
+        if prefix + "prior_precision" in state_dict and self.prior_precision is None:
+            self.prior_precision = torch.ones_like(self.weight_mu)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- cost protocol (varbayes.metrics.cost) ----------------------------------------------
