@@ -5,27 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
-
-def median_times(
-    contenders: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3
-) -> dict[str, float]:
-    """Median wall-clock seconds of each callable; rounds interleave the contenders."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in samples.items()}
+from varbayes.metrics.timing import median_times  # noqa: F401 - re-exported for the scripts
 
 
 def machine() -> str:

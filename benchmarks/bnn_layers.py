@@ -4,9 +4,12 @@ Peers (the `bench` extra): bayesian-torch's `LinearReparameterization` / `Conv2d
 and torch-uncertainty's `BayesLinear` / `BayesConv2d`. All of them draw one weight sample per
 batch, so the like-for-like row of ours is `noise="weights"`; ours with the local
 reparameterisation trick (`noise="lrt"`, two matrix products per layer, the training default)
-is shown as well. Every layer has a Bayesian bias and a Gaussian prior; one timed call is
-forward, the layer's KL term (closed form for ours and bayesian-torch, torch-uncertainty's
-one-sample log q - log p) and backward of out.sum() + KL. Implementations alternate inside
+is shown as well. Every layer has a Bayesian bias and a Gaussian prior; one timed call is a
+training step: forward, the layer's KL term (closed form for ours and bayesian-torch,
+torch-uncertainty's one-sample log q - log p), backward of out.sum() + KL and an SGD update of
+the parameters (learning rate 0, so every call sees the same values; the update still changes
+the parameters in place, so nothing computed from them in one call is reused in the next,
+which is what a real training step does). Implementations alternate inside
 each round so they share the machine's conditions; the table reports medians and the ratios
 ours / peer (goal <= 1.0).
 
@@ -16,7 +19,12 @@ With a CPU-only torch build (`torch==X+cpu`), install the peers without their de
 `pip install --no-deps bayesian-torch torch-uncertainty`: their PyPI torchvision dependency is
 built for the default torch and does not load against the CPU build.
 
-    python benchmarks/bnn_layers.py [--repeats 20] [--json out.json]
+Times are this process's CPU time by default (`--clock cpu`; every layer runs in the calling
+thread with OMP_NUM_THREADS=1): on a shared machine, wall time mostly measures how often the
+process was preempted. `--clock wall` gives wall-clock time.
+
+    OMP_NUM_THREADS=1 python benchmarks/bnn_layers.py [--repeats 20] [--clock cpu|wall]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import argparse
 import importlib.util
 import json
 import sys
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -43,8 +52,11 @@ RHO0 = -4.6  # softplus^-1(0.01)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="process CPU time or wall-clock time")
     parser.add_argument("--json", default=None, help="also write the measurements here")
     args = parser.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
     peers = load_peers()
     rows = []
@@ -53,11 +65,12 @@ def main() -> None:
             impls = make_layers(kind, size, peers)
             x = make_input(kind, size)
             seconds = median_times({name: _call(step, x) for name, step in impls.items()},
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, clock=clock)
             rows.append({"layer": kind, "size": size,
                          "ms": {k: v * 1e3 for k, v in seconds.items()}})
     print(table(rows, peers))
-    print(f"\n{machine()}; median of {args.repeats} interleaved calls after warm-up")
+    print(f"\n{machine()}; {args.clock} time, median of {args.repeats} interleaved calls "
+          "after warm-up")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
@@ -109,7 +122,7 @@ def make_layers(kind: str, size: tuple[int, ...],
         else:
             ours = MeanFieldConv2d(size[1], size[2], 3, padding=1, init_sigma=SIGMA0,
                                    noise=noise, bayesian_bias=True)
-        impls[f"varbayes ({noise})"] = _ours_step(ours)
+        impls[f"varbayes ({noise})"] = _with_update(ours, _ours_step(ours))
     bt = peers.get("bayesian-torch")
     if bt is not None:
         if kind == "Linear":
@@ -117,7 +130,7 @@ def make_layers(kind: str, size: tuple[int, ...],
         else:
             layer = bt.Conv2dReparameterization(size[1], size[2], 3, padding=1,
                                                 posterior_rho_init=RHO0)
-        impls["bayesian-torch"] = _bt_step(layer)
+        impls["bayesian-torch"] = _with_update(layer, _bt_step(layer))
     tu = peers.get("torch-uncertainty")
     if tu is not None:
         if kind == "Linear":
@@ -126,8 +139,22 @@ def make_layers(kind: str, size: tuple[int, ...],
         else:
             layer = tu.BayesConv2d(size[1], size[2], 3, padding=1, prior_sigma_1=1.0,
                                    prior_pi=1.0, sigma_init=RHO0)
-        impls["torch-uncertainty"] = _tu_step(layer)
+        impls["torch-uncertainty"] = _with_update(layer, _tu_step(layer))
     return impls
+
+
+def _with_update(layer: torch.nn.Module, step: Step) -> Step:
+    """`step` preceded by an SGD update (learning rate 0) with the previous call's gradients:
+    the parameters change in place as in training, so no implementation can reuse values it
+    computed from them in the previous call."""
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0)
+
+    def stepped(x: torch.Tensor) -> torch.Tensor:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return step(x)
+
+    return stepped
 
 
 def _ours_step(layer: torch.nn.Module) -> Step:

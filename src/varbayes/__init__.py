@@ -22,6 +22,23 @@ def save(model: Any, directory: str | Path) -> None:
     model.save(directory)
 
 
+def bayescap(frozen_model: Any, **settings: Any) -> Any:
+    """BayesCap around a frozen `nn.Module`: `cap = varbayes.bayescap(model, fraction=0.3)`,
+    `cap.fit((x, y))`, `mean, var = cap.predict(x)` (settings: `bayescap.CapConfig`)."""
+    from varbayes.methods.bnn.bayescap import BayesCap
+
+    return BayesCap(frozen_model, **settings)
+
+
+def turbo_vbi(network: Any, task: str = "classification", **settings: Any) -> Any:
+    """Turbo-VBI structured compression of your own MLP: `tv = varbayes.turbo_vbi(net)`,
+    `tv.fit(x, y)`, `tv.predict(x)`, `tv.structure()`, `tv.compact()` (settings:
+    `turbo_vbi.Config`)."""
+    from varbayes.methods.bnn.turbo_vbi import TurboVBI
+
+    return TurboVBI(network, task, **settings)
+
+
 def predict(model: Any, x: Any) -> Any:
     """`model.predict(x)`: class probabilities, or (mean, variance) for regression."""
     return model.predict(x)
@@ -39,4 +56,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'varbayes' has no attribute {name!r}")
 
 
-__all__ = ["VarbayesError", "fit", "load", "predict", "reproduce", "run", "save"]
+__all__ = ["VarbayesError", "bayescap", "fit", "load", "predict", "reproduce", "run", "save",
+           "turbo_vbi"]

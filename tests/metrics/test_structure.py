@@ -29,6 +29,13 @@ def test_mlp_chain_by_hand() -> None:
     assert fc1["block_len_ratio"] == pytest.approx((6 / 5) / (6 / expected_runs))
     assert fc1["csr_index_bytes"] == 4 * (3 + 3 + 1)
     assert fc1["block_index_bytes"] == 4 * (2 * 2 + 3 + 1)
+    fc2 = r["layers"][1]  # rows 100 / 110 -> 2 runs; columns 11 / 01 / 00 -> 2 runs
+    assert fc2["n_blocks"] == 4
+    assert r["n_blocks"] == 9 and r["mean_block_len"] == pytest.approx(2 * 6 / 9)
+    expected_all = expected_runs + 2 * 3 / fc2["random_mean_block_len"]
+    assert r["block_len_ratio"] == pytest.approx(expected_all / 9)
+    assert r["csr_index_bytes"] == fc1["csr_index_bytes"] + fc2["csr_index_bytes"]
+    assert r["block_index_bytes"] == fc1["block_index_bytes"] + fc2["block_index_bytes"]
 
 
 def test_conv_then_flattened_linear() -> None:
@@ -55,3 +62,4 @@ def test_nothing_active() -> None:
     r = structure_report([torch.zeros(2, 2), torch.zeros(1, 2)])
     assert r["density"] == 0.0 and r["compact_widths"] == [2, 0, 1]
     assert r["layers"][0]["block_len_ratio"] is None and r["layers"][0]["n_blocks"] == 0
+    assert r["block_len_ratio"] is None and r["mean_block_len"] == 0.0

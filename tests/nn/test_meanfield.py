@@ -223,3 +223,57 @@ def test_param_groups_separate_rho_without_weight_decay() -> None:
     assert main["weight_decay"] == 1e-4 and len(main["params"]) == 4
     with torch.no_grad():
         assert float(kl_divergence(net)) == pytest.approx(float(net[0].kl() + net[2].kl()))
+
+
+@pytest.mark.parametrize("sigma_param", ["softplus", "exp"])
+def test_reused_sigma_has_the_value_and_gradient_of_a_fresh_one(sigma_param: str) -> None:
+    rho = torch.tensor([-40.0, -5.0, -0.3, 0.0, 2.0, 19.9, 20.5, 60.0])
+    if sigma_param == "exp":
+        rho = rho.clamp_max(30.0)
+    layer = MeanFieldLinear(len(rho), 1, sigma_param=sigma_param)
+    with torch.no_grad():
+        layer.weight_rho.copy_(rho[None])
+    g = torch.linspace(-1.0, 2.0, len(rho))[None]
+    fresh = layer.weight_sigma()  # computes sigma and keeps its values
+    reused = layer.weight_sigma()  # the kept values with the derivative attached
+    (fresh_grad,) = torch.autograd.grad((fresh * g).sum(), layer.weight_rho)
+    (reused_grad,) = torch.autograd.grad((reused * g).sum(), layer.weight_rho)
+    ref = rho.clone().requires_grad_()
+    want = F.softplus(ref) if sigma_param == "softplus" else torch.exp(ref)
+    (want * g[0]).sum().backward()
+    assert torch.equal(reused, fresh)
+    torch.testing.assert_close(reused[0], want.detach(), rtol=0.0, atol=0.0)
+    torch.testing.assert_close(reused_grad[0], ref.grad, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(fresh_grad[0], ref.grad)
+
+
+def test_kl_reuses_the_forward_sigma_and_stays_exact_after_updates() -> None:
+    torch.manual_seed(0)
+    layer = MeanFieldLinear(6, 4, noise="weights", bayesian_bias=True, init_sigma=0.3)
+    x = torch.randn(5, 6)
+
+    def reference() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The KL and its gradients computed without the layer's cache."""
+        mu = layer.weight_mu.detach().clone().requires_grad_()
+        rho = layer.weight_rho.detach().clone().requires_grad_()
+        kl = (GaussianPrior().kl_sum(mu, F.softplus(rho))
+              + GaussianPrior().kl_sum(layer.bias_mu, F.softplus(layer.bias_rho)).detach())
+        kl.backward()
+        return kl.detach(), mu.grad, rho.grad
+
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(x).sum().backward()  # a graph of its own: the KL must not depend on it
+        layer.weight_mu.grad = layer.weight_rho.grad = None
+        kl = layer.kl()
+        kl.backward()
+        want, g_mu, g_rho = reference()
+        torch.testing.assert_close(kl.detach(), want)
+        torch.testing.assert_close(layer.weight_mu.grad, g_mu)
+        torch.testing.assert_close(layer.weight_rho.grad, g_rho)
+        opt.step()  # rho changes in place: the next KL must see the new values
+    with torch.no_grad():
+        layer.weight_rho.fill_(-1.0)
+    torch.testing.assert_close(layer.weight_sigma(), torch.full((4, 6), F.softplus(
+        torch.tensor(-1.0)).item()))

@@ -12,7 +12,8 @@ from varbayes.data.cache import cache_dir
 from varbayes.data.catalog import load, n_splits, names
 from varbayes.data.cifar import make_fake_cifar10
 from varbayes.data.dataset import Dataset
+from varbayes.data.images import QUADRANTS, quadrant_mask, quadrant_merge, quadrant_split
 from varbayes.data.validate import check_arrays
 
-__all__ = ["Dataset", "cache_dir", "check_arrays", "load", "make_fake_cifar10", "n_splits",
-           "names"]
+__all__ = ["QUADRANTS", "Dataset", "cache_dir", "check_arrays", "load", "make_fake_cifar10",
+           "n_splits", "names", "quadrant_mask", "quadrant_merge", "quadrant_split"]

@@ -142,6 +142,19 @@ class Dataset:
         mean, std = self._input_scaling(x.device)
         return (x.to(torch.float64) * std + mean).to(torch.float32)
 
+    def unit_pixels(self, x: Any) -> torch.Tensor:
+        """This dataset's image inputs -> pixel intensities in [0, 1] (raw units divided by
+        `meta["pixel_max"]`), e.g. for a Bernoulli likelihood. Datasets whose raw pixels are
+        integer levels (`meta["integer_pixels"]`, digits: 0..16) are rounded back to those
+        levels, so a pixel that is 0 in the source is exactly 0 here."""
+        if "pixel_max" not in self.meta:
+            raise VarbayesError(f"unit_pixels applies to image datasets; {self.name} has no "
+                                "pixel range (meta['pixel_max'])")
+        raw = self.unstandardize(x)
+        if self.meta.get("integer_pixels"):
+            raw = raw.round()
+        return (raw / float(self.meta["pixel_max"])).clamp(0.0, 1.0)
+
     def to_original_units(self, y: torch.Tensor) -> torch.Tensor:
         """Standardized regression targets or predictive means -> original units."""
         self._require_regression("to_original_units")

@@ -55,6 +55,7 @@ def digits(*, seed: int, split: int, data_dir: str | None) -> Dataset:
             "split_protocol": "stratified 75/25, train_test_split(random_state=split)",
             "image_shape": (1, 8, 8),
             "pixel_max": 16.0,
+            "integer_pixels": True,
             "ood": "inverted",
             "x_mean": mean.tolist(),
             "x_std": std.tolist(),

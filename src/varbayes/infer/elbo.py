@@ -1,18 +1,56 @@
-"""The ELBO as a per-minibatch loss: the one implementation the whole library uses.
+"""The ELBO per training example: the one implementation the whole library uses.
 
-For N training examples and a minibatch B the loss
+For N training examples and a minibatch B the per-example ELBO estimate is
 
-    L = (1/|B|) sum_{b in B} -log p(y_b | x_b, theta_b) + (beta * w / N) * KL(q || p)
+    l_b = log p(y_b | x_b, theta) - beta * w * (kl_local_b + KL / N),
 
-is an unbiased estimate of -ELBO_beta / N. The KL is divided by the dataset size N, never by
-the batch size (dividing by |B| silently rescales the KL weight by N/|B|). beta is the KL
-weight or temperature (beta = 1: the ELBO; beta < 1: a cold posterior) and w the warm-up
-factor (`varbayes.train.kl_warmup`).
+whose minibatch mean (1/|B|) sum_b l_b is an unbiased estimate of ELBO_beta / N: the data
+term is a minibatch sum (N/|B|) sum_b log p(y_b | ...) divided by N, a global KL (the weights
+of a Bayesian network) is divided by the dataset size N, never by the batch size (dividing by
+|B| silently rescales the KL weight by N/|B|), and a local KL (a VAE's per-example latent) stays
+with its example. beta is the KL weight or temperature (beta = 1: the ELBO; beta < 1: a cold
+posterior), w the warm-up factor (`varbayes.train.kl_warmup`).
+
+`elbo_terms` is the core; `elbo_loss` is the loss form the Bayesian-layer methods call with an
+analytic KL, and the site-based objectives of `varbayes.infer` (`elbo`, `log_weight`) call
+`elbo_terms` with the log-densities of their traces (a Monte Carlo or analytic KL).
 """
 
 from __future__ import annotations
 
 import torch
+
+from varbayes.errors import VarbayesError
+
+
+def elbo_terms(
+    loglik: torch.Tensor,
+    kl: torch.Tensor | float,
+    n_train: int,
+    kl_weight: float = 1.0,
+    warmup: float = 1.0,
+    local_kl: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Per-example ELBO estimates: loglik_b - kl_weight * warmup * (local_kl_b + kl / n_train).
+
+    loglik: log-likelihood of each example of the minibatch; kl: the KL (or its Monte Carlo
+    estimate log q - log p) of the global latents; local_kl: the per-example KL of local ones.
+    """
+    if n_train <= 0:
+        raise VarbayesError(f"n_train must be the (positive) number of training examples; "
+                            f"got {n_train}")
+    penalty = local_kl
+    if not _is_zero(kl):
+        penalty = penalty + kl / n_train
+    if _is_zero(penalty):
+        return loglik
+    beta = kl_weight * warmup
+    return loglik - (penalty if beta == 1.0 else beta * penalty)
+
+
+def _is_zero(t: torch.Tensor | float) -> bool:
+    # plain 0 only: skipping it keeps zero-valued ops out of the autograd graph
+    return isinstance(t, (int, float)) and t == 0
 
 
 def elbo_loss(
@@ -23,6 +61,4 @@ def elbo_loss(
     warmup: float = 1.0,
 ) -> torch.Tensor:
     """Negative ELBO per training example from per-example NLLs of one minibatch and the KL."""
-    if n_train <= 0:
-        raise ValueError("n_train must be the (positive) number of training examples")
-    return nll.mean() + (kl_weight * warmup / n_train) * kl
+    return -elbo_terms(-nll, kl, n_train, kl_weight, warmup).mean()

@@ -23,7 +23,14 @@ from varbayes.metrics.cost import (
     train_flops,
 )
 from varbayes.metrics.ood import ood_metrics, ood_scores
-from varbayes.metrics.regression import gaussian_nll, regression_metrics, rmse
+from varbayes.metrics.regression import (
+    error_variance_correlation,
+    gaussian_nll,
+    psnr,
+    regression_metrics,
+    rmse,
+    uncertainty_calibration_error,
+)
 from varbayes.metrics.structure import structure_report
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "calibration_bins",
     "classification_metrics",
     "count_parameters",
+    "error_variance_correlation",
     "ece_settings",
     "expected_calibration_error",
     "forward_backward_flops",
@@ -46,9 +54,11 @@ __all__ = [
     "nll",
     "ood_metrics",
     "ood_scores",
+    "psnr",
     "regression_metrics",
     "reliability_diagram",
     "rmse",
     "structure_report",
     "train_flops",
+    "uncertainty_calibration_error",
 ]

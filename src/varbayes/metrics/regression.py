@@ -1,17 +1,20 @@
-"""Regression metrics for a Gaussian predictive (mean and variance per output).
+"""Regression metrics for a predictive mean and variance per output.
 
-Shapes: `mean`, `var` and `y` are all (N,) or all (N, D) with D independent outputs.
+Shapes: `mean`, `var` and `y` are all (N,) or all (N, D) with D independent outputs (images
+flattened to D pixels). Beyond RMSE and the Gaussian NLL: how well predicted variances track
+squared errors (UCE with the binning variable stated, and their Pearson correlation), and PSNR
+for restoration outputs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from varbayes.errors import VarbayesError
-from varbayes.metrics._inputs import as_float, as_number, check_nonempty
+from varbayes.metrics._inputs import as_count, as_float, as_number, check_nonempty
 
 
 def regression_metrics(mean: Any, var: Any, y: Any, y_mean: float = 0.0,
@@ -41,6 +44,55 @@ def gaussian_nll(mean: Any, var: Any, y: Any) -> float:
     """Mean over examples of -log N(y | mean, var), summed over the D outputs of an example:
     0.5 * sum_d [log(2 pi var_d) + (y_d - mean_d)^2 / var_d], in nats, constants included."""
     return _gaussian_nll(*_checked(mean, var, y))
+
+
+def uncertainty_calibration_error(
+    mean: Any, var: Any, y: Any, n_bins: int = 100,
+    bin_by: Literal["variance", "error"] = "variance",
+) -> float:
+    """UCE = sum_b (n_b / n) |mean_b(err^2) - mean_b(var)| over every output element.
+
+    err^2 = (mean - y)^2. Elements go into `n_bins` equal-width bins over [min, max] of the
+    binning variable (the max in the last bin): `bin_by="variance"` bins by predicted variance
+    (the usual definition, Laves et al. 2020); `"error"` bins by squared error (what the
+    BayesCap reference code does). Empty bins contribute nothing. No subsampling: all elements.
+    """
+    m, v, t = _checked(mean, var, y)
+    n_bins = as_count(n_bins, "n_bins")
+    if bin_by not in ("variance", "error"):
+        raise VarbayesError(f"bin_by must be 'variance' or 'error'; got {bin_by!r}")
+    err, v = (m - t).pow(2).flatten(), v.flatten()
+    key = v if bin_by == "variance" else err
+    low, high = key.min(), key.max()
+    width = (high - low) / n_bins
+    idx = (torch.zeros_like(key, dtype=torch.long) if width == 0
+           else ((key - low) / width).floor().long().clamp(0, n_bins - 1))
+    err_sum = torch.bincount(idx, weights=err, minlength=n_bins)
+    var_sum = torch.bincount(idx, weights=v, minlength=n_bins)
+    return ((err_sum - var_sum).abs().sum() / len(key)).item()
+
+
+def error_variance_correlation(mean: Any, var: Any, y: Any) -> float:
+    """Pearson correlation between squared error (mean - y)^2 and predicted variance over
+    every output element (BayesCap's C.Coeff). NaN when either is constant (undefined)."""
+    m, v, t = _checked(mean, var, y)
+    err, v = (m - t).pow(2).flatten(), v.flatten()
+    a, b = err - err.mean(), v - v.mean()
+    denom = (a.pow(2).sum() * b.pow(2).sum()).sqrt()
+    return float("nan") if denom == 0 else ((a * b).sum() / denom).item()
+
+
+def psnr(pred: Any, target: Any, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), computed per example
+    (row) and averaged; an example predicted exactly is refused (infinite PSNR)."""
+    p, t = _same_shape(pred=pred, target=target)
+    peak = as_number(data_range, "data_range", positive=True)
+    mse = (p - t).pow(2)
+    mse = mse if mse.ndim == 1 else mse.mean(1)
+    if bool((mse == 0).any()):
+        raise VarbayesError("psnr is infinite for an example predicted exactly; "
+                            "compare images that differ")
+    return (10 * torch.log10(peak**2 / mse)).mean().item()
 
 
 def _rmse(m: torch.Tensor, t: torch.Tensor) -> float:

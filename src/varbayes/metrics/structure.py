@@ -42,6 +42,8 @@ def structure_report(weights: Sequence[Any] | Mapping[str, Any],
       for a line of m entries; block_len_ratio = mean / random (None when nothing is active).
     - index bytes (int32, row-wise on the grid): CSR 4 (active + rows + 1); block encoding
       4 (2 row_runs + rows + 1), a (start, length) pair per run.
+    The top level repeats the block numbers over all layers together (n_blocks,
+    mean_block_len, random_mean_block_len, block_len_ratio, csr/block_index_bytes).
     """
     names, masks = _masks(weights)
     pos = [1] * len(masks) if positions is None else list(positions)
@@ -82,8 +84,21 @@ def structure_report(weights: Sequence[Any] | Mapping[str, Any],
         "neurons_removed": removed, "neurons_total": units,
         "neurons_removed_fraction": removed / units if units else 0.0,
         "compact_widths": [masks[0].shape[1]] + [int(k.sum()) for k in keep_out],
-        **totals, "layers": layers, "hidden": hidden,
+        **totals, **_overall_blocks(layers), "layers": layers, "hidden": hidden,
     }
+
+
+def _overall_blocks(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The block statistics over all layers together: 2 * active / runs, its random-mask
+    expectation (expected runs summed over layers), their ratio, and the index bytes."""
+    active = sum(e["active"] for e in layers)
+    runs = sum(e["n_blocks"] for e in layers)
+    expected = sum(2 * e["active"] / e["random_mean_block_len"] for e in layers if e["active"])
+    return {"n_blocks": runs, "mean_block_len": 2 * active / runs if runs else 0.0,
+            "random_mean_block_len": 2 * active / expected if expected else 0.0,
+            "block_len_ratio": expected / runs if runs else None,
+            "csr_index_bytes": sum(e["csr_index_bytes"] for e in layers),
+            "block_index_bytes": sum(e["block_index_bytes"] for e in layers)}
 
 
 def _masks(weights: Sequence[Any] | Mapping[str, Any]) -> tuple[list[str], list[torch.Tensor]]:

@@ -17,6 +17,12 @@ Biases are deterministic unless `bayesian_bias=True`. How a forward pass samples
 Sampling does not depend on train/eval mode, so BatchNorm keeps its running statistics at
 evaluation while weights are still drawn.
 
+The weights' sigma is computed once per value of rho: the forward pass keeps the values (no
+graph) and `kl()` and later passes reuse them, with the derivative of sigma attached, until rho
+changes in place (optimiser steps, `load_state_dict`, any in-place op bumps the tensor's
+version). Writing through `rho.data` bypasses the version counter: write to the parameter
+under `torch.no_grad()` instead.
+
 Sparse posteriors (SSVI): an optional boolean `mask` buffer (None when dense) of the weight's
 shape restricts q to the active coordinates. The forward uses mu * mask and sigma * mask, so
 inactive weights are exactly 0 and get no gradient; the KL sums over active coordinates only;
@@ -42,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from varbayes.errors import VarbayesError, one_of
-from varbayes.nn.priors import GaussianPrior, Prior
+from varbayes.nn.priors import GaussianPrior, Prior, gaussian_kl
 
 Noise = Literal["lrt", "flipout", "weights"]
 SigmaParam = Literal["softplus", "exp"]
@@ -104,6 +110,8 @@ class MeanFieldLayer(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.register_buffer("mask", None)
+        self._sigma_cache: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        self.register_buffer("prior_precision", None)
 
     # --- the posterior ----------------------------------------------------------------------
 
@@ -123,15 +131,32 @@ class MeanFieldLayer(nn.Module):
 
     def weight_sigma(self) -> torch.Tensor:
         """sigma, 0 at inactive coordinates."""
-        sigma = self.sigma_of(self.weight_rho)
+        sigma = self._weight_sigma_unmasked()
         return sigma if self.mask is None else sigma * self.mask
 
+    def _weight_sigma_unmasked(self) -> torch.Tensor:
+        """sigma of every weight, computed once per value of rho (see the module doc): a
+        training step pays the transcendental functions once, for the sample and the KL."""
+        rho = self.weight_rho
+        key = (rho._version, rho.data_ptr(), rho.dtype, rho.device, self.sigma_param)
+        if self._sigma_cache is not None and self._sigma_cache[0] == key:
+            return _with_sigma_gradient(rho, self._sigma_cache[1], self.sigma_param)
+        sigma = self.sigma_of(rho)
+        self._sigma_cache = (key, sigma.detach())
+        return sigma
+
     def kl(self) -> torch.Tensor:
-        """KL(q || prior) summed over the active weights (and Bayesian biases)."""
-        mu, rho = self.weight_mu, self.weight_rho
+        """KL(q || prior) summed over the active weights (and Bayesian biases); with a
+        per-weight `prior_precision` set, the weights' prior is N(0, 1 / precision)."""
+        mu, sigma = self.weight_mu, self._weight_sigma_unmasked()
+        precision = self.prior_precision
         if self.mask is not None:
-            mu, rho = mu[self.mask], rho[self.mask]
-        total = self.prior.kl_sum(mu, self.sigma_of(rho))
+            mu, sigma = mu[self.mask], sigma[self.mask]
+            precision = None if precision is None else precision[self.mask]
+        if precision is None:
+            total = self.prior.kl_sum(mu, sigma)
+        else:
+            total = gaussian_kl(mu, sigma, 0.0, precision.rsqrt()).sum()
         if self.bayesian_bias:
             total = total + self.prior.kl_sum(self.bias_mu, self.sigma_of(self.bias_rho))
         return total
@@ -175,6 +200,18 @@ class MeanFieldLayer(nn.Module):
     def _expand_bias(self, b: torch.Tensor) -> torch.Tensor:
         return b.reshape(-1, *((1,) * (self.weight_mu.dim() - 2)))
 
+    def set_prior_precision(self, precision: torch.Tensor | None) -> None:
+        """A per-weight Gaussian prior N(0, 1 / precision) for the weights (weight-shaped,
+        > 0), replacing `prior` in the KL (hierarchical priors such as Turbo-VBI's update it
+        between epochs); None returns to `prior`. Bayesian biases keep `prior`."""
+        if precision is None:
+            self.prior_precision = None
+            return
+        if precision.shape != self.weight_mu.shape or not bool((precision > 0).all()):
+            raise VarbayesError(f"prior precision must be > 0 with the weight shape "
+                                f"{tuple(self.weight_mu.shape)}; got {tuple(precision.shape)}")
+        self.prior_precision = precision.detach().to(self.weight_mu).clone()
+
     # --- masks (sparse subspaces) -----------------------------------------------------------
 
     def set_mask(self, mask: torch.Tensor | None) -> None:
@@ -201,6 +238,8 @@ class MeanFieldLayer(nn.Module):
         key = prefix + "mask"
         if key in state_dict and self.mask is None:
             self.mask = torch.ones_like(self.weight_mu, dtype=torch.bool)
+        if prefix + "prior_precision" in state_dict and self.prior_precision is None:
+            self.prior_precision = torch.ones_like(self.weight_mu)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --- cost protocol (varbayes.metrics.cost) ----------------------------------------------
@@ -369,6 +408,18 @@ def _init_like_torch(layer: MeanFieldLayer, fan_in: int) -> None:
     if layer.bias is not None and fan_in > 0:
         bound = 1 / math.sqrt(fan_in)
         nn.init.uniform_(layer.bias, -bound, bound)
+
+
+def _with_sigma_gradient(rho: torch.Tensor, values: torch.Tensor, sigma_param: str
+                         ) -> torch.Tensor:
+    """`values` (sigma already computed from this rho) with the gradient of sigma(rho)
+    attached: rho - rho.detach() is exactly 0, so the value is unchanged, and its derivative
+    is sigmoid(rho) for softplus or sigma for exp. One sigmoid instead of a softplus forward
+    and backward."""
+    if not (torch.is_grad_enabled() and rho.requires_grad):
+        return values.clone()
+    slope = values if sigma_param == "exp" else torch.sigmoid(rho.detach())
+    return values + (rho - rho.detach()) * slope
 
 
 def _rademacher(shape: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:

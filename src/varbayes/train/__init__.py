@@ -5,6 +5,7 @@ from varbayes.train.distributed import make_fabric, shard_bounds, sharded_map
 from varbayes.train.engine import FitResult, Learner, NonFiniteError, Step, fit
 from varbayes.train.schedule import kl_warmup, lr_factor
 from varbayes.train.seeding import seed_everything
+from varbayes.train.threads import torch_threads
 
 __all__ = [
     "FitResult",
@@ -19,4 +20,5 @@ __all__ = [
     "seed_everything",
     "shard_bounds",
     "sharded_map",
+    "torch_threads",
 ]

@@ -157,7 +157,7 @@ def fit(
             info = Step(t, epoch0 + 1, total, steps_per_epoch, cfg.epochs, n, len(idx))
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(
-                    cfg.lr_schedule, t - 1, total, epoch0, cfg.epochs)
+                    cfg.lr_schedule, t - 1, total, epoch0, cfg.epochs, cfg.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
             learner.train()
             loss = model.training_loss(x_train[local], y_train[local], info)
@@ -218,6 +218,8 @@ def _make_optimizer(learner: Learner, cfg: TrainConfig) -> torch.optim.Optimizer
         raise VarbayesError("the model has no trainable parameters")
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.Adam(groups, lr=cfg.lr)
 
 

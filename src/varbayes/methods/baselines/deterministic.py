@@ -29,6 +29,8 @@ class Config(TrainConfig):
 
     model: Literal["mlp", "cnn", "resnet18"] = setting("mlp", help="network architecture")
     data_dir: str | None = setting(None, help="folder with the CIFAR-10 python batches")
+    dropout: float = setting(0.0, help="dropout rate while training (off at prediction)",
+                             ge=0, lt=1)
 
 
 class NetworkLearner(Learner):
@@ -48,7 +50,7 @@ def run(cfg: Config, ctx: RunContext) -> RunOutput:
         cfg, ctx,
         make_learner=lambda net, ds: NetworkLearner(net, ds.task),
         make_model=lambda learner, meta: SupervisedModel(learner.network, meta),
-        model=cfg.model, data_dir=cfg.data_dir,
+        model=cfg.model, dropout=cfg.dropout, data_dir=cfg.data_dir,
     )
 
 

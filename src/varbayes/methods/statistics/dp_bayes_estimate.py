@@ -52,6 +52,7 @@ from varbayes.privacy.simulate import (
     tradeoff_counts,
 )
 from varbayes.report import markdown_table
+from varbayes.train import torch_threads
 
 DATASETS = ("synthetic-canary", "gaussian-mechanism")
 """synthetic-canary: two Gaussian classes generated locally plus one canary coordinate per
@@ -204,7 +205,6 @@ def _inclusion(cfg: Config, seed: int) -> np.ndarray:
 
 def _dpsgd_trials(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     """Train the models and score every (model, canary) pair by minus the canary's loss."""
-    import torch
 
     from varbayes.privacy import dpsgd
 
@@ -215,12 +215,8 @@ def _dpsgd_trials(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     guarantee = dpsgd.guaranteed_epsilon(noise, cfg.delta, cfg.sample_rate, cfg.steps,
                                          cfg.accountant)
     include = _inclusion(cfg, ctx.seed)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the models are tiny: more threads only add overhead
-    try:
+    with torch_threads(1):  # the models are tiny: more threads only add overhead
         losses, accs = _train_models(cfg, ctx, data, include, noise)
-    finally:
-        torch.set_num_threads(threads)
     return {"include": include, "scores": -np.asarray(losses), "guarantee": guarantee,
             "noise": noise, "accuracy": float(np.mean(accs))}
 

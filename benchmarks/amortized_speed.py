@@ -1,0 +1,312 @@
+"""Amortized vs per-dataset inference: time to a posterior (predictive) and its quality.
+
+Part 1, GP with hyperpriors (the PFN paper's `fast_gp_mix` prior, 1-D): for N new datasets
+(n context points, m query points each), the posterior predictive from
+  - a PFN trained on that prior (one batched forward pass for all datasets),
+  - GPyTorch exact GP with type-II maximum a posteriori hyperparameters (the hyperpriors as
+    priors; Adam, `--mle-steps` steps per dataset),
+  - Pyro NUTS over the three hyperparameters (predictive = mixture over posterior draws),
+and the query NLL each reaches (plus the GP with the true hyperparameters as a reference).
+
+Part 2, distribution transformer vs per-instance SVI on the closed-form toy: one batched DT
+call on 1000 problems against stochastic VI with a K-component GMM guide per problem
+(stratified reparameterised ELBO, Adam), time and reverse KL to the exact posterior.
+
+    python benchmarks/amortized_speed.py                      # trains the amortized models
+    python benchmarks/amortized_speed.py --pfn-dir runs/pfn-gp-hyper-seed0 --dt-dir runs/dt
+
+Needs the `bench` extra (gpytorch, pyro-ppl). Prints Markdown tables; --out writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from _timing import machine, median_times
+
+from varbayes.distributions.gmm import GMM
+from varbayes.io import atomic_write_json
+from varbayes.methods.amortized import distribution_transformer as dt
+from varbayes.methods.amortized import pfn
+from varbayes.priors import HyperGPPrior, gp_predictive
+from varbayes.report import markdown_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", type=int, default=100, help="GP datasets (part 1)")
+    ap.add_argument("--nuts-datasets", type=int, default=100,
+                    help="how many of them NUTS runs on (it is the slow one)")
+    ap.add_argument("--context", type=int, default=10)
+    ap.add_argument("--queries", type=int, default=20)
+    ap.add_argument("--mle-steps", type=int, default=100)
+    ap.add_argument("--nuts-warmup", type=int, default=200)
+    ap.add_argument("--nuts-samples", type=int, default=200)
+    ap.add_argument("--pfn-dir", default=None, help="a PFN saved by `varbayes run pfn "
+                    "--dataset gp-hyper` (else one is trained here)")
+    ap.add_argument("--pfn-epochs", type=int, default=20)
+    ap.add_argument("--dt-dir", default=None, help="a saved distribution transformer")
+    ap.add_argument("--dt-epochs", type=int, default=5)
+    ap.add_argument("--svi-steps", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip", choices=["gp", "dt"], default=None)
+    ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {"machine": machine()}
+    print(f"machine: {results['machine']}")
+    if args.skip != "gp":
+        results["gp"] = gp_part(args)
+    if args.skip != "dt":
+        results["dt"] = dt_part(args)
+    if args.out:
+        atomic_write_json(Path(args.out), results)
+
+
+# ---------------------------------------------------------------------------------------------
+# part 1: PFN vs GPyTorch MLE-II vs Pyro NUTS
+
+
+def gp_part(args: argparse.Namespace) -> dict[str, Any]:
+    prior = HyperGPPrior(x_dim=1)
+    model = _pfn_model(args, prior)
+    g = torch.Generator().manual_seed(2024)
+    x, y, hp = prior.sample_with_hyperparameters(args.datasets, args.context + args.queries, g)
+    n = args.context
+    xc, yc, xq, yq = x[:, :n], y[:, :n], x[:, n:], y[:, n:]
+    rows: dict[str, dict[str, float]] = {}
+
+    model.outputs(xc[:2], yc[:2], xq[:2])  # warm-up
+    start = time.perf_counter()
+    pred = model.predictive(xc, yc, xq)
+    t_pfn = time.perf_counter() - start
+    nll_pfn = -pred.log_prob(yq)
+    rows["PFN (one batched forward pass)"] = _row(t_pfn, nll_pfn, args.datasets)
+
+    mean, var = gp_predictive(xc, yc, xq, hp["lengthscale"], hp["outputscale"], hp["noise"],
+                              "matern52")
+    nll_oracle = _gauss_nll(yq, mean, var)
+    rows["GP with the true hyperparameters (oracle)"] = _row(
+        float("nan"), nll_oracle, args.datasets)
+
+    k = min(args.nuts_datasets, args.datasets)
+    if _have("gpytorch"):
+        start = time.perf_counter()
+        nll_mle = torch.stack([_gpytorch_map2(xc[i], yc[i], xq[i], yq[i], prior,
+                                              args.mle_steps) for i in range(args.datasets)])
+        rows[f"GPyTorch exact GP, MAP-II ({args.mle_steps} Adam steps)"] = _row(
+            time.perf_counter() - start, nll_mle, args.datasets)
+    else:
+        print("skipped GPyTorch (not installed; pip install -e '.[bench]')")
+    if _have("pyro"):
+        start = time.perf_counter()
+        nll_nuts = torch.stack([_nuts(xc[i], yc[i], xq[i], yq[i], prior, args, seed=i)
+                                for i in range(k)])
+        t_nuts = time.perf_counter() - start
+        rows[f"Pyro NUTS over hyperparameters ({args.nuts_warmup}+{args.nuts_samples})"] = \
+            _row(t_nuts, nll_nuts, k)
+        if k < args.datasets:
+            rows["PFN on the NUTS datasets"] = _row(t_pfn * k / args.datasets, nll_pfn[:k], k)
+            rows["oracle on the NUTS datasets"] = _row(float("nan"), nll_oracle[:k], k)
+    else:
+        print("skipped Pyro NUTS (not installed; pip install -e '.[bench]')")
+
+    per_pfn = t_pfn / args.datasets
+    table = markdown_table(
+        ["method", "seconds per dataset", "query NLL (mean)", "NLL s.e.", "datasets",
+         "speed-up of PFN"],
+        [(name, r["seconds_per_dataset"], r["nll"], r["nll_se"], int(r["datasets"]),
+          r["seconds_per_dataset"] / per_pfn if math.isfinite(r["seconds_per_dataset"])
+          else "-") for name, r in rows.items()])
+    print(f"\n## PFN vs per-dataset GP inference ({args.context} context, {args.queries} "
+          f"queries)\n\n{table}\n")
+    return rows
+
+
+def _pfn_model(args: argparse.Namespace, prior: HyperGPPrior) -> pfn.PFN:
+    if args.pfn_dir:
+        from varbayes.models import load
+
+        reg = load(args.pfn_dir)
+        return reg.model
+    cfg = pfn.Config(epochs=args.pfn_epochs)
+    print(f"training a PFN on the hyperprior GP ({cfg.epochs * cfg.steps_per_epoch} steps)...")
+    model, res = pfn.train(prior, cfg, seed=0)
+    print(f"  trained in {res.train_seconds:.0f} s")
+    return model
+
+
+def _gpytorch_map2(xc: torch.Tensor, yc: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor,
+                   prior: HyperGPPrior, steps: int) -> torch.Tensor:
+    """Mean query NLL of one GPyTorch exact GP with hyperparameters by MAP-II."""
+    import gpytorch
+    from gpytorch.priors import GammaPrior
+
+    class ExactGP(gpytorch.models.ExactGP):
+        def __init__(self, x: torch.Tensor, y: torch.Tensor, lik: Any) -> None:
+            super().__init__(x, y, lik)
+            self.mean = gpytorch.means.ZeroMean()
+            self.cov = gpytorch.kernels.ScaleKernel(
+                gpytorch.kernels.MaternKernel(nu=2.5, ard_num_dims=x.shape[-1],
+                                              lengthscale_prior=GammaPrior(
+                                                  *prior.lengthscale_prior)),
+                outputscale_prior=GammaPrior(*prior.outputscale_prior))
+
+        def forward(self, x: torch.Tensor) -> Any:
+            return gpytorch.distributions.MultivariateNormal(self.mean(x), self.cov(x))
+
+    xc, yc, xq, yq = xc.double(), yc.double(), xq.double(), yq.double()
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_prior=GammaPrior(*prior.noise_prior))
+    model = ExactGP(xc, yc, lik).double()
+    model.train()
+    lik.train()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -mll(model(xc), yc)
+        loss.backward()
+        opt.step()
+    model.eval()
+    lik.eval()
+    with torch.no_grad():
+        out = lik(model(xq))
+        return _gauss_nll(yq, out.mean, out.variance).mean()
+
+
+def _nuts(xc: torch.Tensor, yc: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor,
+          prior: HyperGPPrior, args: argparse.Namespace, seed: int) -> torch.Tensor:
+    """Mean query NLL of the NUTS posterior predictive (mixture over hyperparameter draws)."""
+    import pyro
+    import pyro.distributions as pdist
+    from pyro.infer import MCMC, NUTS
+
+    from varbayes.priors import kernel_matrix
+
+    xc, yc, xq, yq = xc.double(), yc.double(), xq.double(), yq.double()
+
+    def model() -> None:
+        noise = pyro.sample("noise", pdist.Gamma(*map(_t, prior.noise_prior)))
+        ls = pyro.sample("lengthscale", pdist.Gamma(*map(_t, prior.lengthscale_prior)))
+        os_ = pyro.sample("outputscale", pdist.Gamma(*map(_t, prior.outputscale_prior)))
+        k = kernel_matrix(xc[None], xc[None], ls.reshape(1), os_.reshape(1), "matern52")[0]
+        k = k + (noise + 1e-6) * torch.eye(len(xc), dtype=torch.float64)
+        pyro.sample("y", pdist.MultivariateNormal(torch.zeros_like(yc), covariance_matrix=k),
+                    obs=yc)
+
+    pyro.set_rng_seed(seed)
+    mcmc = MCMC(NUTS(model), num_samples=args.nuts_samples, warmup_steps=args.nuts_warmup,
+                disable_progbar=True)
+    mcmc.run()
+    s = mcmc.get_samples()
+    m = len(s["noise"])
+    mean, var = gp_predictive(xc[None].expand(m, -1, -1), yc[None].expand(m, -1),
+                              xq[None].expand(m, -1, -1), s["lengthscale"], s["outputscale"],
+                              s["noise"], "matern52")
+    log_mix = torch.logsumexp(-_gauss_nll(yq[None], mean, var), 0) - math.log(m)
+    return -log_mix.mean()
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _t(v: float) -> torch.Tensor:
+    return torch.tensor(float(v), dtype=torch.float64)
+
+
+def _gauss_nll(y: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (torch.log(2 * math.pi * var) + (y - mean) ** 2 / var)
+
+
+def _row(seconds: float, nll: torch.Tensor, n: int) -> dict[str, float]:
+    per = nll.double().reshape(n, -1).mean(-1)
+    return {"seconds_per_dataset": seconds / n, "nll": float(per.mean()),
+            "nll_se": float(per.std() / math.sqrt(n)), "datasets": n}
+
+
+# ---------------------------------------------------------------------------------------------
+# part 2: distribution transformer vs per-instance SVI
+
+
+def dt_part(args: argparse.Namespace, n_problems: int = 1000) -> dict[str, Any]:
+    if args.dt_dir:
+        from varbayes.models import load
+
+        model = load(args.dt_dir)
+    else:
+        cfg = dt.Config(epochs=args.dt_epochs)
+        print(f"training a distribution transformer ({cfg.epochs * cfg.steps_per_epoch} "
+              "steps)...")
+        model, res = dt.train(cfg, seed=0)
+        print(f"  trained in {res.train_seconds:.0f} s")
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(77)
+    prior = dt.sample_meta_prior(n_problems, cfg, g)
+    _, z = dt.simulate(prior, 1, cfg.obs_noise, g)
+    exact = dt.exact_posterior(prior, z, cfg.obs_noise)
+    call = median_times({"dt": lambda: model.posterior(prior, z)}, repeats=20)["dt"]
+    post = model.posterior(prior, z)
+    rev_dt, _ = dt.kl_both(post, exact, 4000, g)
+    start = time.perf_counter()
+    svi = svi_gmm(prior, z, cfg.obs_noise, cfg.n_components, args.svi_steps)
+    t_svi = time.perf_counter() - start
+    rev_svi, _ = dt.kl_both(svi, exact, 4000, g)
+    rev_0, _ = dt.kl_both(prior, exact, 4000, g)
+    one = prior[0:1], z[0:1]
+    start = time.perf_counter()
+    svi_gmm(*one, cfg.obs_noise, cfg.n_components, args.svi_steps)
+    t_svi_one = time.perf_counter() - start
+    rows = [
+        ("distribution transformer, one batched call", call / n_problems * 1e3, call * 1e3,
+         float(rev_dt.mean()), float(rev_dt.median())),
+        (f"SVI, GMM guide, {args.svi_steps} Adam steps, all problems batched",
+         t_svi / n_problems * 1e3, t_svi * 1e3, float(rev_svi.mean()), float(rev_svi.median())),
+        (f"SVI, GMM guide, {args.svi_steps} Adam steps, one problem alone", t_svi_one * 1e3,
+         float("nan"), float("nan"), float("nan")),
+        ("no update (prior as posterior)", 0.0, 0.0, float(rev_0.mean()), float(rev_0.median())),
+    ]
+    table = markdown_table(["method", "ms per posterior", "ms for 1000", "reverse KL mean",
+                            "reverse KL median"], rows)
+    print(f"\n## Distribution transformer vs per-instance SVI ({n_problems} toy problems)\n\n"
+          f"{table}\n")
+    return {"rows": rows}
+
+
+def svi_gmm(prior: GMM, z: torch.Tensor, noise: float, k: int, steps: int, lr: float = 0.05,
+            n_samples: int = 16) -> GMM:
+    """Per-problem stochastic VI with a k-component GMM guide (d = 1): the ELBO
+    sum_k w_k E_{N_k}[log p(x) + log p(z | x) - log q(x)] with reparameterised draws per
+    component; all problems optimised together, each with its own parameters."""
+    b = z.shape[0]
+    init = prior.means[..., 0] + 0.1 * torch.randn(b, k)
+    loc = init.clone().requires_grad_(True)
+    log_scale = torch.log(prior.scale_tril[..., 0, 0].clamp_min(1e-3)).clone().requires_grad_()
+    logits = torch.zeros(b, k, requires_grad=True)
+    opt = torch.optim.Adam([loc, log_scale, logits], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        q = GMM(torch.softmax(logits, -1), loc.unsqueeze(-1),
+                log_scale.exp()[..., None, None])
+        eps = torch.randn(n_samples, b, k)
+        x = loc + log_scale.exp() * eps                                  # (S, B, K)
+        xs = x.permute(2, 0, 1).unsqueeze(-1)                            # (K, S, B, 1)
+        log_joint = prior.log_prob(xs) - 0.5 * ((z[:, 0, 0] - xs[..., 0]) / noise) ** 2
+        elbo = (q.weights.T[:, None, :] * (log_joint - q.log_prob(xs))).sum(0).mean(0)
+        (-elbo.sum()).backward()
+        opt.step()
+    with torch.no_grad():
+        return GMM(torch.softmax(logits, -1), loc.unsqueeze(-1).clone(),
+                   log_scale.exp()[..., None, None].clone())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Overhead of `varbayes.infer` against hand-written PyTorch and Pyro.
+
+1. One ELBO-gradient estimate (forward + backward) of the digits VAE (encoder 64-200-2x10,
+   decoder 10-200-64, Bernoulli likelihood) at batch sizes 64..1024: varbayes / hand-written
+   PyTorch (goal <= 1.1) and varbayes / Pyro `Trace_ELBO` (goal <= 0.5), same networks.
+2. One epoch (10 minibatches of 100 points, Adam steps) of a Gaussian mixture with a
+   categorical assignment per point, with an amortised guide over the assignments:
+   REINFORCE (varbayes / Pyro `TraceGraph_ELBO`) and enumeration, parallel and sequential
+   (varbayes / Pyro `TraceEnum_ELBO` with guide-side parallel enumeration); goal <= 0.25.
+
+Validation of distribution arguments is off on both sides (Pyro: `enable_validation(False)`;
+varbayes: `validate_args=False` in the programs), as in a tuned training loop.
+Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall]`. By default torch
+runs one thread and the timer counts this process's CPU time (`time.process_time`), which
+other processes on a busy machine do not inflate; `--wall` times wall clock with the default
+threads instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import torch
+from _timing import machine, markdown, median_times
+from torch import nn
+from torch.distributions import Categorical, Independent, Normal
+
+from varbayes import infer
+from varbayes.methods.vi.vae import VAE
+
+BATCHES = (64, 128, 256, 512, 1024)
+CLOCK = time.perf_counter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="30 repeats, batches 64 and 1024")
+    parser.add_argument("--wall", action="store_true",
+                        help="wall-clock time with torch's default threads")
+    args = parser.parse_args()
+    repeats = 30 if args.quick else args.repeats
+    batches = (64, 1024) if args.quick else BATCHES
+    global CLOCK
+    if not args.wall:
+        torch.set_num_threads(1)
+        CLOCK = time.process_time
+    pyro = _pyro()
+    clock = "wall clock" if args.wall else "process CPU time, 1 thread"
+    print(f"machine: {machine()}; pyro {pyro.__version__ if pyro else 'not installed'}; "
+          f"timer: {clock}\n")
+    print(vae_table(batches, repeats, pyro))
+    print()
+    print(mixture_table(max(repeats // 10, 5), pyro))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the VAE gradient step
+
+
+def vae_table(batches: tuple[int, ...], repeats: int, pyro: object) -> str:
+    torch.manual_seed(0)
+    vae = VAE()
+    rows = []
+    for b in batches:
+        x = (torch.rand(b, 64) < 0.3).float()
+        contenders = {"hand": lambda x=x: _hand_step(vae, x),
+                      "varbayes": lambda x=x: _varbayes_step(vae, x)}
+        if pyro is not None:
+            elbo = pyro.infer.Trace_ELBO()
+            contenders["pyro"] = lambda x=x, elbo=elbo: _pyro_step(pyro, elbo, vae, x)
+        t = median_times(contenders, repeats=repeats, warmup=10, clock=CLOCK)
+        row = [b, 1e3 * t["hand"], 1e3 * t["varbayes"], t["varbayes"] / t["hand"]]
+        if pyro is not None:
+            row += [1e3 * t["pyro"], t["varbayes"] / t["pyro"]]
+        rows.append(row)
+    header = ["batch", "hand-written ms", "varbayes ms", "varbayes / hand"]
+    if pyro is not None:
+        header += ["Pyro Trace_ELBO ms", "varbayes / Pyro"]
+    return (f"VAE ELBO-gradient step (median of {repeats})\n\n" + markdown(header, rows))
+
+
+def _varbayes_step(vae: VAE, x: torch.Tensor) -> None:
+    vae.zero_grad(set_to_none=True)
+    infer.estimate(infer.elbo(), vae.model, vae.guide, x, plates=1).loss().backward()
+
+
+def _hand_step(vae: VAE, x: torch.Tensor) -> None:
+    """The same ELBO written out: reparameterised z, Bernoulli log-likelihood, log p - log q."""
+    vae.zero_grad(set_to_none=True)
+    loc, log_scale = vae.encoder(x).chunk(2, -1)
+    scale = log_scale.exp()
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    logits = vae.decoder(z)
+    loglik = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    log_prior = (-0.5 * z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+    log_q = (-0.5 * eps**2 - log_scale).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+    (-(loglik + log_prior - log_q).mean()).backward()
+
+
+def _pyro_step(pyro: object, elbo: object, vae: VAE, x: torch.Tensor) -> None:
+    vae.zero_grad(set_to_none=True)
+    elbo.differentiable_loss(_pyro_vae_model, _pyro_vae_guide, pyro, vae, x).backward()
+
+
+def _pyro_vae_model(pyro: object, vae: VAE, x: torch.Tensor) -> None:
+    dist = pyro.distributions
+    pyro.module("decoder", vae.decoder)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 10), 1.0).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(1), obs=x)
+
+
+def _pyro_vae_guide(pyro: object, vae: VAE, x: torch.Tensor) -> None:
+    dist = pyro.distributions
+    pyro.module("encoder", vae.encoder)
+    loc, log_scale = vae.encoder(x).chunk(2, -1)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. a discrete latent: a Gaussian mixture with an assignment per point
+
+
+class Mixture(nn.Module):
+    """Means of K components (point estimates) and an amortised guide over assignments."""
+
+    def __init__(self, k: int = 3) -> None:
+        super().__init__()
+        self.means = nn.Parameter(torch.randn(k, 2))
+        self.encoder = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, k))
+
+    def model(self, x: torch.Tensor) -> None:
+        k = self.means.shape[0]
+        c = infer.sample("c", Categorical(logits=x.new_zeros(x.shape[0], k),
+                                          validate_args=False))
+        infer.sample("x", Independent(Normal(self.means[c], 1.0, validate_args=False), 1),
+                     obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        infer.sample("c", Categorical(logits=self.encoder(x), validate_args=False))
+
+
+def mixture_data(n: int = 1000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])
+    return centres[torch.randint(0, 3, (n,), generator=g)] + torch.randn(n, 2, generator=g)
+
+
+def mixture_table(repeats: int, pyro: object) -> str:
+    x = mixture_data()
+    rows = []
+    for strategy, peer in (("reinforce", "TraceGraph_ELBO"), ("enum-parallel", "TraceEnum_ELBO"),
+                           ("enum-sequential", "TraceEnum_ELBO")):
+        torch.manual_seed(0)
+        mix = Mixture()
+        opt = torch.optim.Adam(mix.parameters(), lr=1e-2)
+        contenders = {"varbayes": lambda s=strategy, m=mix, o=opt: _varbayes_epoch(m, o, x, s)}
+        if pyro is not None:
+            pmix = Mixture()
+            pmix.load_state_dict(mix.state_dict())
+            popt = torch.optim.Adam(pmix.parameters(), lr=1e-2)
+            loss = (pyro.infer.TraceGraph_ELBO() if strategy == "reinforce"
+                    else pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
+            contenders["pyro"] = lambda s=strategy, lo=loss, m=pmix, o=popt: _pyro_epoch(
+                pyro, lo, m, o, x, s)
+        t = median_times(contenders, repeats=repeats, warmup=2, clock=CLOCK)
+        row = [strategy, 1e3 * t["varbayes"]]
+        if pyro is not None:
+            row += [peer, 1e3 * t["pyro"], t["varbayes"] / t["pyro"]]
+        rows.append(row)
+    header = ["estimator", "varbayes ms/epoch"]
+    if pyro is not None:
+        header += ["Pyro", "Pyro ms/epoch", "varbayes / Pyro"]
+    return (f"Gaussian mixture, one epoch of 10 minibatches of 100 (median of {repeats})\n\n"
+            + markdown(header, rows))
+
+
+def _batches(n: int, size: int = 100) -> list[torch.Tensor]:
+    return list(torch.randperm(n).split(size))
+
+
+def _varbayes_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
+                    strategy: str) -> None:
+    strategies = {"c": infer.reinforce() if strategy == "reinforce"
+                  else infer.enum(parallel=strategy == "enum-parallel")}
+    for idx in _batches(len(x)):
+        opt.zero_grad(set_to_none=True)
+        est = infer.estimate(infer.elbo(), mix.model, mix.guide, x[idx], plates=1,
+                             data_size=len(x), strategies=strategies)
+        est.loss().backward()
+        opt.step()
+
+
+def _pyro_epoch(pyro: object, loss: object, mix: Mixture, opt: torch.optim.Optimizer,
+                x: torch.Tensor, strategy: str) -> None:
+    dist = pyro.distributions
+    n = len(x)
+
+    def model(xb: torch.Tensor, idx: torch.Tensor) -> None:
+        pyro.module("mixture", mix)
+        with pyro.plate("data", n, subsample=idx):
+            c = pyro.sample("c", dist.Categorical(logits=xb.new_zeros(len(xb), 3)))
+            pyro.sample("x", dist.Normal(mix.means[c], 1.0).to_event(1), obs=xb)
+
+    def guide(xb: torch.Tensor, idx: torch.Tensor) -> None:
+        pyro.module("mixture", mix)
+        infer_opts = {"enumerate": "parallel"} if strategy.startswith("enum") else {}
+        with pyro.plate("data", n, subsample=idx):
+            pyro.sample("c", dist.Categorical(logits=mix.encoder(xb)), infer=infer_opts)
+
+    for idx in _batches(n):
+        opt.zero_grad(set_to_none=True)
+        loss.loss_and_grads(model, guide, x[idx], idx)
+        opt.step()
+
+
+def _pyro() -> object:
+    try:
+        import pyro
+        import pyro.infer  # noqa: F401
+    except ImportError:
+        print("pyro-ppl is not installed (pip install -e '.[bench]'); Pyro columns skipped",
+              file=sys.stderr)
+        return None
+    pyro.enable_validation(False)
+    return pyro
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""`estimate(program, ...)`: run an expectation-valued program and return its value and an
+unbiased gradient surrogate, carrying out every drawn site's strategy.
+
+The program returns a tensor of per-element values (particle dims, plate dims); the
+expectation it stands for is the mean of those elements. Strategies that need the rest of the
+program run more than once (enumeration: once per value; measure-valued derivatives: once more
+at the other value) re-execute the program from the start with the torch random-number state
+restored, so every choice before the branching site is drawn again identically and the
+choices after it share random numbers between the branches (unbiased either way, and usually
+lower variance). This keeps the user's program an ordinary PyTorch function: no
+continuations, no tracing compiler.
+
+Per-element bookkeeping: a site's log-density has the shape of the particle and plate dims in
+scope where it was drawn. Its REINFORCE term multiplies it with the value elements it aligns
+with (dims the value has reduced, such as the K particles of an IWELBO, are summed in the
+log-density first); enumeration and measure-valued derivatives weight the value elementwise
+and so need the value to keep the site's batch dims (e.g. not inside an IWELBO's particles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from varbayes.errors import VarbayesError
+from varbayes.infer.sites import (
+    _SCOPES,
+    MAX_PARTICLE_DIMS,
+    Handler,
+    Site,
+    enum_dim,
+    particles,
+    push_scope,
+)
+from varbayes.infer.strategies import MVD, Enum, Reinforce, Strategy, resolve
+
+
+@dataclass
+class Estimate:
+    """Per-element `value` (detached), a `surrogate` with the same value-expectation's
+    gradient, and the squared-error `baseline_loss` of any learned REINFORCE baselines."""
+
+    value: torch.Tensor
+    surrogate: torch.Tensor
+    baseline_loss: torch.Tensor | None = None
+    surrogate_is_value: bool = False  # no estimator terms: the surrogate's value is the value
+
+    @property
+    def mean(self) -> float:
+        """The estimate of the expectation: the mean of the value's elements."""
+        return float(self.value.mean())
+
+    def loss(self) -> torch.Tensor:
+        """What to minimise: minus the objective (its value is -mean), plus the baselines'
+        fitting loss (which contributes gradient but not value)."""
+        s = self.surrogate.mean()
+        loss = -s if self.surrogate_is_value else -(self.value.mean() + (s - s.detach()))
+        b = self.baseline_loss
+        return loss if b is None else loss + (b - b.detach())
+
+
+def estimate(
+    program: Callable[..., Any],
+    *args: Any,
+    strategies: Mapping[str, Strategy] | None = None,
+    plates: int = 0,
+    data_size: int | None = None,
+    samples: int = 1,
+    **kwargs: Any,
+) -> Estimate:
+    """Estimate E[program(*args)] and its gradient.
+
+    strategies: per-site overrides of the program's gradient strategies (by site name).
+    plates: how many rightmost batch dims index data; data_size: how many data points the
+    minibatch stands for (None: the minibatch is all of it). samples: independent copies
+    (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
+    """
+    strategies = dict(strategies) if strategies else {}
+    for name, s in strategies.items():
+        if not isinstance(s, Strategy):
+            raise VarbayesError(f"strategy for site {name!r} must be reparam(), reinforce(), "
+                                f"enum() or mvd(); got {s!r}")
+    if not isinstance(samples, int) or samples < 1:
+        raise VarbayesError(f"samples must be a positive integer; got {samples!r}")
+
+    def run() -> Any:
+        if samples == 1:
+            return program(*args, **kwargs)
+        with particles(samples):
+            return program(*args, **kwargs)
+
+    explorer = _Explorer(run, strategies, plates)
+    push_scope(plates, data_size)
+    try:
+        value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+    finally:
+        _SCOPES.pop()
+    natural = plates + (samples > 1)
+    same = surrogate is value
+    value = _strip(value, natural)
+    surrogate = value if same else _strip(surrogate, natural)
+    if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
+        torch.manual_seed(int(torch.randint(0, 2**62, ())))
+    unknown = sorted(set(strategies) - explorer.seen)
+    if unknown:
+        raise VarbayesError(
+            f"unknown site {unknown[0]!r} in strategies; the program draws: "
+            f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
+    return Estimate(value.detach(), surrogate, baseline_loss, same)
+
+
+# ---------------------------------------------------------------------------------------------
+# the re-execution driver
+
+
+@dataclass
+class _Decision:
+    """How a branching site is resolved in one execution: enumeration value index, or an
+    MVD 'keep' / 'flip' / categorical value index."""
+
+    kind: str
+    index: int = 0
+
+
+class _Branch(BaseException):
+    """Raised at the first undecided enum/MVD site to stop the run and branch there (a
+    BaseException, so that a program's own `except Exception` does not swallow it)."""
+
+    def __init__(self, position: int, site: Site, strategy: Strategy) -> None:
+        self.position, self.site, self.strategy = position, site, strategy
+
+
+@dataclass
+class _Draw:
+    site: Site
+    strategy: Strategy
+    dim: int = 0  # the batch dim of a parallel-enumerated site
+
+
+class _Run(Handler):
+    """One execution under fixed branch decisions (by position in the order of draws)."""
+
+    def __init__(self, decisions: dict[int, _Decision], strategies: Mapping[str, Strategy],
+                 value_only: bool) -> None:
+        self.decisions, self.strategies, self.value_only = decisions, strategies, value_only
+        self.last = max(decisions) if decisions else -1
+        self.position = 0
+        self.owned: list[_Draw] = []
+        self.seen: set[str] = set()
+        self.enum_count = 0
+
+    def process(self, site: Site) -> None:
+        if site.value is not None or site.observed or site.detach:
+            return
+        pos = self.position
+        self.position += 1
+        self.seen.add(site.name)
+        override = self.strategies.get(site.name) if self.strategies else None
+        site.drawn = True
+        if (override is None and site.strategy is None and site.fn.has_rsample
+                and pos not in self.decisions):
+            site.rsample()  # the default, reparameterisation: nothing more to keep
+            return
+        strategy = resolve(site.name, site.fn, site.strategy, override)
+        if isinstance(strategy, Enum) and strategy.parallel:
+            dim = enum_dim(self.enum_count)
+            self.enum_count += 1
+            support = site.fn.enumerate_support(expand=True)  # (K, *batch, *event)
+            batch = tuple(site.fn.batch_shape)
+            shape = ((support.shape[0],) + (1,) * (-dim - 1 - len(batch)) + batch
+                     + tuple(site.fn.event_shape))
+            site.value = support.reshape(shape)
+            site.cache_support_log_prob(shape)
+            if pos > self.last:
+                self.owned.append(_Draw(site, strategy, dim))
+            return
+        decision = self.decisions.get(pos)
+        if decision is not None:
+            site.value = _decided_value(site.fn, strategy, decision)
+            return
+        branching = isinstance(strategy, (Enum, MVD))  # sequential enumeration, MVD
+        if branching and not self.value_only and pos > self.last:
+            value = site.fn.sample() if isinstance(strategy, MVD) else None
+            site.value = value
+            raise _Branch(pos, site, strategy)
+        if isinstance(strategy, Reinforce) or branching:
+            site.value = site.fn.sample()
+        else:
+            site.rsample()
+            return  # a reparameterised draw adds no estimator term
+        if pos > self.last and not self.value_only:
+            self.owned.append(_Draw(site, strategy))
+
+
+def _decided_value(fn: Any, strategy: Strategy, d: _Decision) -> torch.Tensor:
+    if d.kind == "enum":
+        return fn.enumerate_support(expand=True)[d.index]
+    v = fn.sample()  # draw as the original run did, so later random numbers are shared
+    if d.kind == "keep":
+        return v
+    if d.kind == "flip":
+        return 1 - v
+    return torch.full_like(v, d.index)  # categorical MVD: every element at value d.index
+
+
+class _RngState:
+    """The torch random-number state at the start of an estimate, restored before each
+    re-execution."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+
+
+class _Explorer:
+    def __init__(self, run: Callable[[], Any], strategies: Mapping[str, Strategy],
+                 plates: int) -> None:
+        self.run, self.strategies, self.plates = run, strategies, plates
+        self.seen: set[str] = set()
+        self.rng: _RngState | None = None
+        self.branched = False
+
+    def explore(self, decisions: dict[int, _Decision],
+                value_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(value, surrogate, baseline loss or None) of the program under `decisions`."""
+        if self.rng is None:
+            self.rng = _RngState()
+        else:
+            self.rng.restore()
+        execution = _Run(decisions, self.strategies, value_only)
+        branch: _Branch | None = None
+        try:
+            with execution:
+                out = self.run()
+        except _Branch as b:
+            branch = b
+            self.branched = True
+        self.seen |= execution.seen
+        baseline_loss: torch.Tensor | None
+        if branch is None:
+            value = _as_value(out)
+            surrogate, baseline_loss = value, None
+        elif isinstance(branch.strategy, Enum):
+            value, surrogate, baseline_loss = self._enumerate(decisions, branch)
+        else:
+            value, surrogate, baseline_loss = self._mvd(decisions, branch)
+        if execution.enum_count:  # room for every parallel-enumeration dim
+            width = self.plates + MAX_PARTICLE_DIMS + execution.enum_count
+            value, surrogate = _pad(value, width), _pad(surrogate, width)
+        if not value_only:
+            for draw in execution.owned:
+                if isinstance(draw.strategy, Reinforce):
+                    surrogate, baseline_loss = _score_term(draw, value, surrogate,
+                                                           baseline_loss)
+        for draw in reversed(execution.owned):  # innermost enumeration dim first
+            if isinstance(draw.strategy, Enum):
+                value, surrogate = _contract(draw, value, surrogate, value_only)
+        if value_only:
+            return value.detach(), value.detach(), None
+        return value, surrogate, baseline_loss
+
+    def _enumerate(self, decisions: dict[int, _Decision],
+                   branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        fn, name = branch.site.fn, branch.site.name
+        support = fn.enumerate_support(expand=True)
+        value = surrogate = torch.zeros(())
+        baseline_loss: torch.Tensor | None = None
+        for j in range(len(support)):
+            v_j, s_j, b_j = self.explore({**decisions, branch.position: _Decision("enum", j)},
+                                         value_only=False)
+            p_j = _align_exact(fn.log_prob(support[j]).exp(), v_j, name, "enum")
+            p_d = p_j.detach()
+            value = value + p_d * v_j
+            surrogate = surrogate + p_d * s_j + (p_j - p_d) * v_j.detach()
+            baseline_loss = _add_loss(baseline_loss, b_j)
+        return value, surrogate, baseline_loss
+
+    def _mvd(self, decisions: dict[int, _Decision],
+             branch: _Branch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        fn, name, v = branch.site.fn, branch.site.name, branch.site.value
+        pos = branch.position
+        value, surrogate, baseline_loss = self.explore(
+            {**decisions, pos: _Decision("keep")}, value_only=False)
+        main = value.detach()
+        with torch.no_grad():
+            if isinstance(fn, torch.distributions.Bernoulli):
+                flipped, _, _ = self.explore({**decisions, pos: _Decision("flip")}, True)
+                sign = _align_exact(1.0 - 2.0 * v, main, name, "mvd")
+                weight = sign * (flipped - main)
+        if isinstance(fn, torch.distributions.Bernoulli):
+            p = _align_exact(fn.probs, main, name, "mvd")
+            return value, surrogate + (p - p.detach()) * weight, baseline_loss
+        logits, probs = fn.logits, fn.probs
+        for m in range(probs.shape[-1]):
+            with torch.no_grad():
+                at_m, _, _ = self.explore({**decisions, pos: _Decision("value", m)}, True)
+            lm = _align_exact(logits[..., m], main, name, "mvd")
+            pm = _align_exact(probs[..., m].detach(), main, name, "mvd")
+            surrogate = surrogate + (lm - lm.detach()) * (pm * (at_m - main))
+        return value, surrogate, baseline_loss
+
+
+def _contract(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
+              value_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum a parallel-enumeration dim out: value sum_k p_k v_k; surrogate
+    sum_k [p_k.detach() s_k + (p_k - p_k.detach()) v_k.detach()]."""
+    dim, site = draw.dim, draw.site
+    p = site.log_prob.exp()
+    k = p.shape[dim]
+    value, surrogate = _expand_dim(value, dim, k), _expand_dim(surrogate, dim, k)
+    p = _align_exact(p, value, site.name, "enum")
+    pd = p.detach()
+    new_value = (pd * value).sum(dim, keepdim=True)
+    if value_only:
+        return new_value, new_value
+    new_surrogate = (pd * surrogate + (p - pd) * value.detach()).sum(dim, keepdim=True)
+    return new_value, new_surrogate
+
+
+def _pad(t: torch.Tensor, dims: int) -> torch.Tensor:
+    return t.reshape((1,) * (dims - t.dim()) + tuple(t.shape)) if t.dim() < dims else t
+
+
+def _expand_dim(t: torch.Tensor, dim: int, k: int) -> torch.Tensor:
+    t = _pad(t, -dim)
+    if t.shape[dim] == k:
+        return t
+    shape = list(t.shape)
+    shape[dim] = k
+    return t.expand(shape)
+
+
+def _strip(t: torch.Tensor, natural: int) -> torch.Tensor:
+    """Drop the leading size-1 dims that enumeration padding added."""
+    k, shape = 0, t.shape
+    while len(shape) - k > natural and shape[k] == 1:
+        k += 1
+    return t.reshape(shape[k:]) if k else t  # one view, not k squeezes
+
+
+def _as_value(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        if not out.is_floating_point():
+            raise VarbayesError(f"an objective program must return a float tensor; got dtype "
+                                f"{out.dtype}")
+        return out
+    if isinstance(out, (int, float)):
+        return torch.tensor(float(out))
+    raise VarbayesError(f"an objective program must return a tensor of values; got "
+                        f"{type(out).__name__}")
+
+
+def _add_loss(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+def _score_term(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
+                baseline_loss: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Add (g - b).detach() * log p(v) for a REINFORCE site, and fit its baseline."""
+    log_p = _align_sum(draw.site.log_prob, value, draw.site.name)
+    assert isinstance(draw.strategy, Reinforce)
+    b = draw.strategy.baseline_value()
+    g = value.detach()
+    if b is None:
+        return surrogate + g * log_p, baseline_loss
+    advantage = (g - b).detach()
+    return surrogate + advantage * log_p, _add_loss(baseline_loss, ((g - b) ** 2).mean())
+
+
+def _right_align(t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, int]:
+    extra = t.dim() - like.dim()
+    if extra < 0:
+        t = t.reshape((1,) * -extra + tuple(t.shape))
+        extra = 0
+    return t, extra
+
+
+def _align_sum(t: torch.Tensor, value: torch.Tensor, name: str) -> torch.Tensor:
+    """Sum `t` over the dims the value does not have (leading extra dims, or dims where the
+    value has size 1), so it broadcasts elementwise against the value."""
+    t, extra = _right_align(t, value)
+    if extra:
+        t = t.sum(tuple(range(extra)))
+    dims = []
+    for i, (a, b) in enumerate(zip(t.shape, value.shape)):
+        if a != b and a != 1:
+            if b == 1:
+                dims.append(i)
+            else:
+                raise VarbayesError(
+                    f"site {name!r} has batch shape {tuple(t.shape)} that does not line up "
+                    f"with the objective's value shape {tuple(value.shape)}")
+    return t.sum(tuple(dims), keepdim=True) if dims else t
+
+
+def _align_exact(t: torch.Tensor, value: torch.Tensor, name: str, kind: str) -> torch.Tensor:
+    """`t` broadcast elementwise against the value; enumeration and MVD weight value
+    elements one by one, so every batch dim of the site must be 1 or the value's."""
+    t, extra = _right_align(t, value)
+    ok = all(s == 1 for s in t.shape[:extra])
+    t = t.reshape(t.shape[extra:]) if ok else t
+    if not ok or any(a != 1 and a != b for a, b in zip(t.shape, value.shape)):
+        raise VarbayesError(
+            f"strategy {kind} on site {name!r} needs the objective's value to keep the site's "
+            f"batch dims (site {tuple(t.shape)}, value {tuple(value.shape)}); use reinforce "
+            "for sites inside reduced particle dims")
+    return t

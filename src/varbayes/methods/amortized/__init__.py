@@ -1,0 +1,1 @@
+"""Amortized inference: PFNs, distribution transformers, NIW hierarchical meta-learning."""

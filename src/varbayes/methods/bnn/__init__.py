@@ -1,0 +1,1 @@
+"""Bayesian neural network methods."""

@@ -1,0 +1,294 @@
+"""`varbayes reproduce turbo-vbi`: structured compression on the mnist1d and digits MLPs.
+
+Per dataset and seed: dense mean-field VI (the `mfvi` learner, same BBB settings and total
+epochs), Turbo-VBI, unstructured magnitude pruning of the dense VI network (global |mu|, to
+exactly Turbo-VBI's number of weights, then the same fine-tuning) and a static random mask
+with Turbo-VBI's per-layer counts trained from scratch (SSVI's static baseline). Claims, on
+the means over seeds: Turbo-VBI's accuracy is within 1 point of dense VI; it keeps >= 10x
+fewer weights; it removes >= 2x as many whole neurons as magnitude pruning and as the static
+mask at the same number of weights; its compacted dense network predicts faster than the
+original-size one; its mean block length is >= 1.5x the random-mask expectation (spec 6.5).
+The SSVI comparison waits for the `ssvi` method (see the docs page).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from varbayes.data import Dataset, load
+from varbayes.evaluation import evaluate
+from varbayes.io import atomic_write_json, load_tensors, read_json, save_tensors, to_jsonable
+from varbayes.method import (
+    Claim,
+    ReproduceContext,
+    Reproduction,
+    RunContext,
+    at_least,
+    holds,
+)
+from varbayes.methods.bnn import turbo_vbi as tv
+from varbayes.methods.bnn.mfvi import VariationalLearner, bayesian_model, posterior_mean_metrics
+from varbayes.methods.supervised import dataset_network_spec
+from varbayes.nn.bayesianize import bayesianize
+from varbayes.nn.meanfield import bayesian_layers
+from varbayes.nn.networks import build_network
+from varbayes.train import TrainConfig, fit
+
+QUICK = {"digits": {"epochs": 20, "first_round": 4, "round_every": 4, "finetune_epochs": 10,
+                    "eval_samples": 10, "speed_repeats": 10}}
+FULL = {
+    "digits": {"epochs": 40, "first_round": 5, "round_every": 5, "finetune_epochs": 50},
+    "mnist1d": {"epochs": 20, "first_round": 4, "round_every": 2, "finetune_epochs": 20},
+}
+WORKERS = 2  # the full run spreads its (dataset, seed) runs over this many processes
+COLUMNS = ("accuracy", "nll", "ece", "weights_kept", "compression", "neurons_removed",
+           "block_len_ratio", "compact_macs", "speed_ratio")
+
+
+def reproduce(ctx: ReproduceContext) -> Reproduction:
+    """Run every dataset and seed, then one set of claims per dataset on the seed means."""
+    plan = QUICK if ctx.quick else FULL
+    seeds = ctx.seeds[:1] if ctx.quick else ctx.seeds
+    jobs = [(dataset, seed) for seed in seeds for dataset in plan]
+    results = _run_all(jobs, plan, ctx)
+    claims: list[Claim] = []
+    tables, figures, details = {}, {}, {}
+    for dataset, settings in plan.items():
+        cfg = tv.Config(**settings)
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for seed in seeds:
+            result = results[(dataset, seed)]
+            for name, metrics in result["metrics"].items():
+                rows.setdefault(name, []).append(metrics)
+            if seed == seeds[0]:
+                figures[f"support_{dataset}"] = tv.support_figure(result["masks"], dataset)
+        means = {name: _mean(r) for name, r in rows.items()}
+        claims += _claims(dataset, means)
+        tables[f"{dataset} (test, mean over seeds {', '.join(map(str, seeds))})"] = \
+            _table(means)
+        details[dataset] = {"settings": dataclasses.asdict(cfg), "per_seed": rows,
+                            "rounds": [results[(dataset, s)]["rounds"] for s in seeds]}
+    notes = [
+        "Dense VI: the mfvi learner (N(0, 1) prior, same sigma0, KL weight and total epochs as "
+        "Turbo-VBI). Magnitude pruning: global |mu| of the dense VI network to Turbo-VBI's "
+        "weight count, then the same fine-tuning. Static mask: random, Turbo-VBI's per-layer "
+        "counts, trained from scratch for the same total epochs.",
+        "SSVI at the same number of weights: pending (the ssvi method is not on main yet).",
+        "speed_ratio: median prediction time (interleaved repeats, one batch of the test "
+        "inputs repeated to 4096 rows) of the posterior-mean network at its original dense "
+        "shapes divided by that of its compacted version; magnitude pruning and the static mask "
+        "get the same treatment.",
+    ]
+    return Reproduction(claims, figures, tables, {"datasets": details}, notes)
+
+
+def _run_all(jobs: list[tuple[str, int]], plan: dict[str, dict[str, Any]],
+             ctx: ReproduceContext) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every (dataset, seed) comparison: in this process for the quick run, spread over
+    `WORKERS` processes (each with one torch thread) for the full one."""
+    if ctx.quick or WORKERS < 2:
+        out = {}
+        for dataset, seed in jobs:
+            with ctx.step(f"{dataset}, seed {seed}"):
+                out[(dataset, seed)] = compare(dataset, tv.Config(**plan[dataset]), seed, ctx)
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    quiet = dataclasses.replace(ctx, quiet=True)
+    with ctx.step(f"{len(jobs)} runs over {WORKERS} processes: "
+                  + ", ".join(f"{d} seed {s}" for d, s in jobs)):
+        pass
+    with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        futures = {job: pool.submit(compare, job[0], tv.Config(**plan[job[0]]), job[1], quiet)
+                   for job in jobs}
+        return {job: f.result() for job, f in futures.items()}
+
+
+def compare(dataset: str, cfg: tv.Config, seed: int, ctx: ReproduceContext) -> dict[str, Any]:
+    """Dense VI, Turbo-VBI, magnitude pruning and the static mask on one dataset and seed.
+
+    The outcome is saved in the run folder (comparison.json + masks.safetensors); a later
+    reproduction into the same folder with the same settings reuses it instead of training
+    again, so an interrupted full run resumes where it stopped."""
+    folder = ctx.out / f"{dataset}-seed{seed}"
+    saved = _load_comparison(folder, cfg)
+    if saved is not None:
+        return saved
+    result = _compare(dataset, cfg, seed, ctx)
+    _save_comparison(folder, cfg, result)
+    return result
+
+
+def _save_comparison(folder: Path, cfg: tv.Config, result: dict[str, Any]) -> None:
+    tensors = {f"{name}/{i}": m.to(torch.uint8) for name, masks in result["masks"].items()
+               for i, m in enumerate(masks)}
+    save_tensors(folder / "masks.safetensors", tensors)
+    atomic_write_json(folder / "comparison.json",
+                      {"settings": cfg.to_dict(), "metrics": result["metrics"],
+                       "rounds": result["rounds"]})
+
+
+def _load_comparison(folder: Path, cfg: tv.Config) -> dict[str, Any] | None:
+    if not (folder / "comparison.json").is_file() or not (folder / "masks.safetensors").is_file():
+        return None
+    record = read_json(folder / "comparison.json")
+    if record.get("settings") != json.loads(json.dumps(to_jsonable(cfg.to_dict()))):
+        return None
+    masks: dict[str, list[torch.Tensor]] = {}
+    tensors = load_tensors(folder / "masks.safetensors")
+    for key in sorted(tensors, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
+        masks.setdefault(key.rsplit("/", 1)[0], []).append(tensors[key].bool())
+    metrics = {name: {k: (float(v) if v in ("nan", "inf", "-inf") else v) for k, v in m.items()}
+               for name, m in record["metrics"].items()}
+    return {"metrics": metrics, "masks": masks, "rounds": record["rounds"]}
+
+
+def _compare(dataset: str, cfg: tv.Config, seed: int, ctx: ReproduceContext) -> dict[str, Any]:
+    torch.set_flush_denormal(True)  # pruned-towards-zero weights: denormals slow CPUs a lot
+    ds = load(dataset)
+    total = cfg.epochs + cfg.finetune_epochs
+    run_ctx = RunContext("turbo-vbi", dataset, seed, out=ctx.out / f"{dataset}-seed{seed}",
+                         quiet=ctx.quiet)
+    metrics, masks = {}, {}
+
+    torch.manual_seed(seed)
+    learner, _ = tv.build(cfg, ds)
+    trained = tv.train(learner, ds, cfg, run_ctx)
+    metrics["Turbo-VBI"] = _evaluate(learner.network, ds, cfg, trained["fabric"])
+    turbo_masks = learner.masks()
+    masks["Turbo-VBI"] = turbo_masks
+    kept = sum(int(m.sum()) for m in turbo_masks)
+
+    torch.manual_seed(seed)
+    dense = _variational(ds, cfg)
+    _fit(dense, ds, cfg, total, seed, ctx)
+    metrics["dense VI"] = _evaluate(dense.network, ds, cfg, None)
+
+    magnitude = magnitude_masks(dense.network, kept)
+    for layer, mask in zip(bayesian_layers(dense.network), magnitude):
+        layer.set_mask(mask)
+    if cfg.finetune_epochs:
+        _fit(dense, ds, cfg, cfg.finetune_epochs, seed, ctx)
+    metrics["magnitude pruning"] = _evaluate(dense.network, ds, cfg, None)
+    masks["magnitude pruning"] = magnitude
+
+    torch.manual_seed(seed)
+    static = _variational(ds, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    for layer, mask in zip(bayesian_layers(static.network), turbo_masks):
+        layer.set_mask(random_mask(mask.shape, int(mask.sum()), gen))
+    _fit(static, ds, cfg, total, seed, ctx)
+    metrics["static random mask"] = _evaluate(static.network, ds, cfg, None)
+    return {"metrics": metrics, "masks": masks, "rounds": learner.rounds}
+
+
+def magnitude_masks(network: torch.nn.Module, keep: int) -> list[torch.Tensor]:
+    """Global unstructured magnitude pruning: the `keep` largest |mu| over all layers."""
+    layers = bayesian_layers(network)
+    scores = torch.cat([layer.weight_mean().detach().abs().flatten() for layer in layers])
+    order = torch.argsort(scores, descending=True, stable=True)
+    flat = torch.zeros(len(scores), dtype=torch.bool)
+    flat[order[:keep]] = True
+    out, start = [], 0
+    for layer in layers:
+        n = layer.weight_mu.numel()
+        out.append(flat[start:start + n].reshape(layer.weight_mu.shape))
+        start += n
+    return out
+
+
+def random_mask(shape: torch.Size, keep: int, gen: torch.Generator) -> torch.Tensor:
+    """`keep` entries chosen uniformly at random."""
+    flat = torch.zeros(torch.Size(shape).numel(), dtype=torch.bool)
+    flat[torch.randperm(len(flat), generator=gen)[:keep]] = True
+    return flat.reshape(shape)
+
+
+def _variational(ds: Dataset, cfg: tv.Config) -> VariationalLearner:
+    network = bayesianize(build_network(dataset_network_spec(ds, "mlp")),
+                          init_sigma=cfg.init_sigma)
+    return VariationalLearner(network, ds.task, cfg.kl_weight, cfg.kl_warmup,
+                              cfg.rho_lr_scale, cfg.val_samples)
+
+
+def _fit(learner: VariationalLearner, ds: Dataset, cfg: tv.Config, epochs: int, seed: int,
+         ctx: ReproduceContext) -> None:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_cfg = TrainConfig(**{**{k: v for k, v in cfg.to_dict().items() if k in names},
+                               "epochs": epochs})
+    fit_part, val = ds.validation_split(cfg.val_fraction, seed=seed)
+    fit(learner, fit_part.x_train, fit_part.y_train, train_cfg, seed=seed, x_val=val.x_test,
+        y_val=val.y_test, quiet=ctx.quiet)
+
+
+def _evaluate(network: torch.nn.Module, ds: Dataset, cfg: tv.Config,
+              fabric: Any) -> dict[str, Any]:
+    meta = {"task": ds.task, "input_shape": list(ds.input_shape)}
+    model = bayesian_model(network, meta, tv._mfvi_like(cfg))
+    out, _ = evaluate(model, ds, fabric)
+    out.update(posterior_mean_metrics(None, model, ds, fabric))
+    structure = tv.structure_metrics(network, ds, cfg.speed_repeats)
+    out.update(structure["metrics"])
+    out["compact_widths"] = structure["widths"]
+    return out
+
+
+def _claims(dataset: str, m: dict[str, dict[str, Any]]) -> list[Claim]:
+    turbo, dense = m["Turbo-VBI"], m["dense VI"]
+    mag, static = m["magnitude pruning"], m["static random mask"]
+    ours = turbo["neurons_removed"]
+    return [
+        at_least(f"{dataset}: accuracy - dense VI's (points)",
+                 100 * (turbo["accuracy"] - dense["accuracy"]), -1.0,
+                 baseline=100 * dense["accuracy"]),
+        at_least(f"{dataset}: fewer weights (total / kept)", turbo["compression"], 10.0),
+        holds(f"{dataset}: neurons removed >= 2x magnitude pruning's", ours > 0 and
+              ours >= 2 * mag["neurons_removed"], ours, ">= 2 x baseline, > 0",
+              baseline=mag["neurons_removed"]),
+        holds(f"{dataset}: neurons removed >= 2x the static mask's", ours > 0 and
+              ours >= 2 * static["neurons_removed"], ours, ">= 2 x baseline, > 0",
+              baseline=static["neurons_removed"]),
+        at_least(f"{dataset}: prediction speed-up of the compacted network",
+                 turbo["speed_ratio"], 1.0),
+        at_least(f"{dataset}: mean block length / random-mask expectation (spec 6.5)",
+                 _number(turbo["block_len_ratio"]), 1.5,
+                 baseline=_number(mag["block_len_ratio"])),
+    ]
+
+
+def _number(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _mean(records: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in records[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.fmean(r[k] for r in records)
+        else:
+            out[k] = v
+    return out
+
+
+def _table(means: dict[str, dict[str, Any]]) -> str:
+    head = "| method | " + " | ".join(COLUMNS) + " | compact widths |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name, row in means.items():
+        cells = [_fmt(row.get(c)) for c in COLUMNS]
+        widths = "-".join(map(str, row.get("compact_widths", [])))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {widths} |")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "n/a"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,1 @@
+"""Latent-variable methods: posterior collapse (collapse-cvae), attribute CVAE (attr-cvae)."""

@@ -1,0 +1,1 @@
+"""Variational-inference methods built directly on `varbayes.infer`."""

@@ -1,0 +1,125 @@
+"""Bad input to the inference core is a one-line VarbayesError naming the problem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal
+
+from varbayes import infer
+from varbayes.errors import VarbayesError
+
+
+def model(x=None):
+    z = infer.sample("z", Normal(0.0, 1.0))
+    infer.sample("x", Normal(z, 1.0), obs=torch.tensor(0.5))
+
+
+def guide(x=None):
+    infer.sample("z", Normal(0.0, 1.0))
+
+
+def one_line(excinfo: pytest.ExceptionInfo) -> str:
+    msg = str(excinfo.value)
+    assert msg and "\n" not in msg
+    return msg
+
+
+def test_unknown_site_in_strategies():
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(infer.elbo(), model, guide, strategies={"w": infer.reinforce()})
+    assert "unknown site 'w'" in one_line(e)
+
+
+def test_unknown_site_in_condition_data():
+    with pytest.raises(VarbayesError) as e:
+        infer.condition(model, {"y": 1.0})()
+    assert "unknown site 'y'" in one_line(e)
+
+
+def test_guide_site_missing_from_the_model():
+    def extra(x=None):
+        infer.sample("z", Normal(0.0, 1.0))
+        infer.sample("u", Normal(0.0, 1.0))
+
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(infer.elbo(), model, extra)
+    assert "unknown site 'u'" in one_line(e) and "marginal" in one_line(e)
+
+
+def test_model_site_missing_from_the_guide():
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(infer.elbo(), model, lambda x=None: None)
+    assert "'z'" in one_line(e)
+
+
+def test_unknown_aux_site_in_marginal():
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(infer.hvi("v"), model, guide)
+    assert "unknown site 'v'" in one_line(e)
+
+
+@pytest.mark.parametrize("strategy, dist, word", [
+    (infer.reparam(), Bernoulli(0.3), "rsample"),
+    (infer.enum(), Normal(0.0, 1.0), "enumerable"),
+    (infer.mvd(), Normal(0.0, 1.0), "Bernoulli and Categorical"),
+])
+def test_unsupported_strategy_for_a_distribution(strategy, dist, word):
+    def program():
+        return infer.sample("v", dist, strategy=strategy) * 1.0
+
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(program)
+    assert word in one_line(e) and "'v'" in one_line(e)
+
+
+def test_observation_shape_mismatch():
+    def bad():
+        infer.sample("x", Normal(torch.zeros(3), 1.0), obs=torch.zeros(4))
+        return torch.zeros(())
+
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(bad)
+    assert "shape" in one_line(e)
+
+
+def test_undeclared_batch_dims():
+    def wide():
+        return infer.sample("z", Normal(torch.zeros(5, 3), 1.0)).sum(-1)
+
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(wide, plates=1)
+    assert "Independent" in one_line(e)
+
+
+def test_enumeration_inside_reduced_particles():
+    def program():
+        with infer.particles(4) as dim:
+            v = infer.sample("v", Bernoulli(0.3), strategy=infer.enum())
+        return infer.logmeanexp(v, dim)
+
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(program)
+    assert "keep the site's batch dims" in one_line(e)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: infer.iwelbo(0),
+    lambda: infer.diwhvi("u", 5, -1),
+    lambda: infer.rws(3, wake="x"),
+    lambda: infer.estimate(infer.elbo(), model, guide, samples=0),
+    lambda: infer.estimate(infer.elbo(), model, guide, strategies={"z": "reparam"}),
+    lambda: infer.sample("z", "normal"),
+    lambda: infer.elbo_loss(torch.zeros(3), torch.zeros(()), 0),
+    lambda: infer.fit(infer.elbo(), model, guide, data=[1, 2]),
+])
+def test_bad_arguments(call):
+    with pytest.raises(VarbayesError) as e:
+        call()
+    one_line(e)
+
+
+def test_non_tensor_objective_value():
+    with pytest.raises(VarbayesError) as e:
+        infer.estimate(lambda: "a")
+    assert "tensor" in one_line(e)

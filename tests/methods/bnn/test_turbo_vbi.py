@@ -1,0 +1,232 @@
+"""Turbo-VBI: Module A's closed forms, Module B's wiring, the learner's rounds, pruning, the
+compact model, files, bad settings and a quick reproduction."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Gamma
+
+import varbayes
+from varbayes.infer.grid_bp import grid_bp
+from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior
+from varbayes.methods.bnn.turbo_vbi_repro import magnitude_masks, random_mask
+
+
+def prior(settings: PriorSettings | None = None, shape: tuple[int, int] = (6, 5)) -> SupportPrior:
+    p = SupportPrior(shape, settings or PriorSettings())
+    p.calibrate(torch.full(shape, 0.04))
+    return p
+
+
+def test_calibration_sets_the_rates_from_the_second_moment() -> None:
+    p = prior(PriorSettings(active_shape=2.0, inactive_shape=50.0, slab_scale=2.0,
+                            spike_ratio=10.0))
+    v_a = 4 * 0.04
+    assert p.b == pytest.approx(2.0 * v_a) and p.b_bar == pytest.approx(50.0 * v_a / 10)
+    assert bool(p.calibrated)
+
+
+@pytest.mark.parametrize("rule", ["textbook", "demo"])
+def test_tau_update_closed_form(rule: str) -> None:
+    p = prior(PriorSettings(tau_update=rule))
+    p.post_logit.copy_(torch.randn(6, 5))
+    m2 = torch.rand(6, 5) * 0.1
+    p.update_tau(m2)
+    pi = torch.sigmoid(p.post_logit)
+    half = 0.5 if rule == "textbook" else 1.0
+    assert torch.allclose(p.tau_shape, pi * p.a + (1 - pi) * p.a_bar + half, atol=1e-5)
+    assert torch.allclose(p.tau_rate, pi * p.b + (1 - pi) * p.b_bar + half * m2, atol=1e-6)
+
+
+def test_evidence_is_the_expected_log_gamma_ratio() -> None:
+    """Against a Monte Carlo estimate of E_q[log Gamma(tau; a, b) - log Gamma(tau; a_bar,
+    b_bar)] with tau drawn from q(tau) by torch.distributions."""
+    p = prior(shape=(1, 3))
+    p.tau_shape.copy_(torch.tensor([[1.5, 20.0, 60.0]]))
+    p.tau_rate.copy_(torch.tensor([[0.05, 0.2, 0.3]]))
+    tau = Gamma(p.tau_shape.double(), p.tau_rate.double()).sample((200_000,))
+    active = Gamma(torch.tensor(p.a).double(), torch.tensor(p.b).double()).log_prob(tau)
+    inactive = Gamma(torch.tensor(p.a_bar).double(),
+                     torch.tensor(p.b_bar).double()).log_prob(tau)
+    mc = (active - inactive).mean(0)
+    se = (active - inactive).std(0) / math.sqrt(len(tau))
+    assert ((p.evidence().double() - mc).abs() < 5 * se + 1e-6).all()
+
+
+def test_module_a_thresholds_the_second_moment() -> None:
+    """With a concentrated spike (a_bar = 100) the support follows E[w^2] against the slab."""
+    p = prior(PriorSettings(active_shape=1.0, inactive_shape=100.0, spike_ratio=100.0,
+                            slab_scale=1.0),
+              shape=(1, 4))
+    mean = torch.tensor([[0.0, 0.02, 0.5, 1.0]])
+    p.module_a(mean, torch.full_like(mean, 1e-3), iterations=5)
+    support = p.support[0]
+    assert support[0] < 0.01 and support[1] < 0.01 and support[2] > 0.99 and support[3] > 0.99
+    assert torch.allclose(p.post_logit, p.prior_logit + p.evidence())
+
+
+def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:
+    s = PriorSettings(row_p01=0.2, row_p11=0.8, col_p01=0.3, col_p11=0.7, bp_sweeps=7)
+    p = prior(s)
+    p.post_logit.copy_(torch.randn(6, 5))
+    unary = p.post_logit - p.prior_logit
+    expected = grid_bp(unary, s.rows(), s.cols(), None, 7, s.bp_damping).extrinsic
+    p.module_b()
+    assert torch.allclose(p.prior_logit, expected, atol=1e-6)
+    assert torch.allclose(p.post_logit, expected + unary, atol=1e-6)
+
+
+def tiny(**kw: object) -> dict:
+    return {"epochs": 4, "first_round": 2, "round_every": 1, "finetune_epochs": 1,
+            "batch_size": 256, "eval_samples": 3, "val_samples": 2, "speed_repeats": 2, **kw}
+
+
+def test_learner_rounds_prune_and_compact(tmp_path: Path) -> None:
+    rec = varbayes.run("turbo-vbi", "digits", out=tmp_path, quiet=True, **tiny())
+    m = rec["metrics"]
+    for key in ("accuracy", "accuracy_postmean", "density", "neurons_removed", "compact_macs",
+                "speed_ratio", "block_len_ratio", "train_flops_ratio"):
+        assert key in m
+    assert 0 < m["density"] <= 1 and m["compact_max_abs_diff"] < 1e-4
+    assert m["train_flops_ratio"] <= 1.0 + 1e-9  # dense phase, then a sparse one
+    assert [r["epoch"] for r in rec["details"]["rounds"]] == [2, 3, 4]
+    model = varbayes.load(tmp_path)
+    probs = model.predict(varbayes.data.load("digits").x_test[:7])
+    assert probs.shape == (7, 10) and torch.allclose(probs.sum(1), torch.ones(7), atol=1e-5)
+    layers = varbayes.nn.bayesian_layers(model.network)
+    assert all(layer.mask is not None for layer in layers)
+    assert sum(int(layer.mask.sum()) for layer in layers) == m["weights_kept"]
+    assert (tmp_path / "support.png").is_file()
+
+
+def test_cli_refuses_bad_settings_with_exit_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from varbayes.cli import main
+
+    assert main(["run", "turbo-vbi", "--dataset", "digits", "--set", "prune_threshold=1",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "prune_threshold" in err and "\n" not in err
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_bad_settings_are_one_line() -> None:
+    with pytest.raises(varbayes.VarbayesError, match="row_p11 must be < 1"):
+        varbayes.run("turbo-vbi", "digits", row_p11=1.0)
+    with pytest.raises(varbayes.VarbayesError, match="unknown dataset"):
+        varbayes.run("turbo-vbi", "boston")
+
+
+def test_baseline_masks() -> None:
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)))
+    masks = magnitude_masks(net, keep=7)
+    assert sum(int(m.sum()) for m in masks) == 7
+    scores = torch.cat([layer.weight_mu.abs().flatten()
+                        for layer in varbayes.nn.bayesian_layers(net)])
+    kept = torch.cat([m.flatten() for m in masks])
+    assert scores[kept].min() >= scores[~kept].max()
+    mask = random_mask(torch.Size([5, 4]), 9, torch.Generator().manual_seed(1))
+    assert int(mask.sum()) == 9
+
+
+@pytest.mark.reproduce
+def test_quick_reproduction(tmp_path: Path) -> None:
+    rec = varbayes.reproduce("turbo-vbi", quick=True, out=tmp_path, quiet=True)
+    assert len(rec["claims"]) == 6 and (tmp_path / "reproduction.json").is_file()
+    rows = {k: v[0] for k, v in rec["details"]["datasets"]["digits"]["per_seed"].items()}
+    kept = rows["Turbo-VBI"]["weights_kept"]
+    assert 0 < kept < rows["dense VI"]["weights_kept"]
+    assert rows["magnitude pruning"]["weights_kept"] == kept  # compared at the same count
+    assert rows["static random mask"]["weights_kept"] == kept
+    assert rows["Turbo-VBI"]["compact_max_abs_diff"] < 1e-4
+    assert (tmp_path / "support_digits.png").is_file()
+
+
+def test_python_api_on_a_user_network() -> None:
+    """varbayes.turbo_vbi on a user's nn.Sequential: fit, predict, masks, structure report and
+    a compact network that computes what the pruned posterior mean computes."""
+    torch.manual_seed(0)
+    x = torch.randn(96, 6)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
+                        nn.Linear(12, 2))
+    before = [p.clone() for p in net.parameters()]
+    tv = varbayes.turbo_vbi(net, epochs=3, first_round=1, round_every=1, finetune_epochs=1,
+                            batch_size=32, eval_samples=2, val_samples=2)
+    with pytest.raises(varbayes.VarbayesError, match="not trained yet"):
+        tv.predict(x)
+    tv.fit(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # a copy
+    probs = tv.predict(x[:5])
+    assert probs.shape == (5, 2) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+    masks = tv.masks()
+    report = tv.structure()
+    assert report["active"] == sum(int(m.sum()) for m in masks)
+    compact = tv.compact()
+    assert isinstance(compact[2], nn.Tanh)
+    widths = [m.out_features for m in compact if isinstance(m, nn.Linear)]
+    assert [6, *widths] == report["compact_widths"]
+    mean_net = varbayes.nn.predictive.posterior_mean_sampler(tv.network, x, 1)[0]
+    assert torch.allclose(compact(x), mean_net, atol=1e-5)
+
+
+def test_python_api_refuses_bad_input() -> None:
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    tv = varbayes.turbo_vbi(net, epochs=1, finetune_epochs=0)
+    x = torch.randn(10, 4)
+    with pytest.raises(varbayes.VarbayesError, match="labels"):
+        tv.fit(x, torch.full((10,), 3))
+    with pytest.raises(varbayes.VarbayesError, match="NaN"):
+        tv.fit(x.masked_fill(x > 1, float("nan")), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(varbayes.VarbayesError, match="reads 4 input features"):
+        tv.fit(torch.randn(10, 5), torch.zeros(10, dtype=torch.long))
+    with pytest.raises(varbayes.VarbayesError, match="nn.Sequential"):
+        varbayes.turbo_vbi(nn.Linear(4, 3))
+    with pytest.raises(varbayes.VarbayesError, match="parameter-free activation"):
+        varbayes.turbo_vbi(nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3)))
+    with pytest.raises(varbayes.VarbayesError, match="2 numbers"):
+        varbayes.turbo_vbi(net, task="regression")
+    with pytest.raises(varbayes.VarbayesError, match="prune_threshold"):
+        varbayes.turbo_vbi(net, prune_threshold=1.5)
+
+
+def test_saved_comparisons_are_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    from varbayes.methods.bnn import turbo_vbi as tv
+    from varbayes.methods.bnn.turbo_vbi_repro import _load_comparison, _save_comparison
+
+    masks = [torch.rand(3, 4) > 0.5, torch.rand(2, 3) > 0.5]
+    result = {"metrics": {"Turbo-VBI": {"accuracy": 0.9, "block_len_ratio": float("nan")}},
+              "masks": {"Turbo-VBI": masks}, "rounds": [{"epoch": 2, "density": 0.5}]}
+    cfg = tv.Config(epochs=3)
+    _save_comparison(tmp_path, cfg, result)
+    again = _load_comparison(tmp_path, cfg)
+    assert again is not None and again["rounds"] == result["rounds"]
+    assert all(torch.equal(a, b) for a, b in zip(again["masks"]["Turbo-VBI"], masks))
+    assert again["metrics"]["Turbo-VBI"]["accuracy"] == 0.9
+    assert math.isnan(again["metrics"]["Turbo-VBI"]["block_len_ratio"])
+    assert _load_comparison(tmp_path, tv.Config(epochs=4)) is None
+
+
+@pytest.mark.parametrize("calibration", ["layer", "global"])
+def test_calibration_per_layer_or_pooled(calibration: str) -> None:
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)),
+                                  init_sigma=1e-3)
+    with torch.no_grad():
+        net[2].weight_mu.mul_(10)  # the layers' weights differ in size
+    learner = tv.TurboLearner(net, "classification", tv.Config(calibration=calibration))
+    learner.refresh_prior()
+    layers = varbayes.nn.bayesian_layers(net)
+    m2 = [(m.weight_mu**2 + m.weight_sigma()**2).detach().double() for m in layers]
+    pooled = torch.cat([t.flatten() for t in m2]).mean()
+    for layer_m2, prior in zip(m2, learner.priors):
+        v_a = 4.0 * float(layer_m2.mean() if calibration == "layer" else pooled)  # slab 2
+        assert prior.b == pytest.approx(1.0 * v_a, rel=1e-5)
