@@ -22,7 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/varbayes run deterministic --dataset mnist1d --out $(RUN_OUT)
+	$(BIN)/varbayes run ssvi --dataset mnist1d --out $(RUN_OUT)
 	@echo "report: $(RUN_OUT)/report.md"
 
 test: $(STAMP)

@@ -44,7 +44,7 @@ def predict(model: Any, x: Any) -> Any:
     return model.predict(x)
 
 
-_SUBMODULES = ("data", "metrics", "nn", "infer", "train", "registry", "report")
+_SUBMODULES = ("data", "metrics", "nn", "infer", "train", "registry", "report", "ssvi")
 
 
 def __getattr__(name: str) -> Any:

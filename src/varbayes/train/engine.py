@@ -73,6 +73,11 @@ class Learner(nn.Module):
         """Optimiser groups; a group may set `lr_scale` (times cfg.lr) and `weight_decay`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Called once by `fit` with the optimiser it built, before the first step and after
+        a resume has restored its state (for learners that edit optimiser state, such as
+        SSVI's subspace updates, which zero the state of coordinates that change)."""
+
     def after_backward(self, step: Step) -> bool:
         """Called with gradients in place; return False to skip this step's optimiser update."""
         return True
@@ -133,6 +138,7 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     if resume and ckpt is not None and has_checkpoint(ckpt):
         loop, best_state = load_checkpoint(ckpt, learner, optimizer.optimizer)
+    learner.attach_optimizer(optimizer.optimizer)
     interrupt_at = int(os.environ.get("VARBAYES_INTERRUPT_AT_STEP", "0") or 0)
 
     start_time = time.perf_counter() - loop["seconds"]
