@@ -51,6 +51,7 @@ from varbayes.nn.networks import build_network
 from varbayes.nn.priors import GaussianPrior
 from varbayes.report.figures import training_curve
 from varbayes.train import Step, TrainConfig, fit, kl_warmup
+from varbayes.train.denormals import flush_denormals
 
 DATASETS = ("mnist1d", "digits")
 SPEED_ROWS = 4096  # prediction timing: the test inputs repeated to this many rows
@@ -232,12 +233,12 @@ def train(learner: TurboLearner, ds: Dataset, cfg: Config, ctx: RunContext) -> d
                         resume=ctx.resume, quiet=ctx.quiet, name=ds.name)
 
 
+@flush_denormals()  # weights pulled towards zero: denormals slow CPUs a lot
 def train_arrays(learner: TurboLearner, x: torch.Tensor, y: torch.Tensor, cfg: Config, *,
                  seed: int = 0, x_val: torch.Tensor | None = None,
                  y_val: torch.Tensor | None = None, checkpoint_dir: Path | None = None,
                  resume: bool = False, quiet: bool = True, name: str = "data") -> dict[str, Any]:
     """The turbo phase, pruning, then (if `finetune_epochs`) masked fine-tuning, on (x, y)."""
-    torch.set_flush_denormal(True)  # weights pulled towards zero: denormals slow CPUs a lot
     common = {"seed": seed, "x_val": x_val, "y_val": y_val, "resume": resume, "quiet": quiet}
     ckpt = (lambda phase: None) if checkpoint_dir is None else (
         lambda phase: Path(checkpoint_dir) / phase)

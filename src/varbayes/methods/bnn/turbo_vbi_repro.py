@@ -39,6 +39,7 @@ from varbayes.nn.bayesianize import bayesianize
 from varbayes.nn.meanfield import bayesian_layers
 from varbayes.nn.networks import build_network
 from varbayes.train import TrainConfig, fit
+from varbayes.train.denormals import flush_denormals
 
 QUICK = {"digits": {"epochs": 20, "first_round": 4, "round_every": 4, "finetune_epochs": 10,
                     "eval_samples": 10, "speed_repeats": 10}}
@@ -151,8 +152,8 @@ def _load_comparison(folder: Path, cfg: tv.Config) -> dict[str, Any] | None:
     return {"metrics": metrics, "masks": masks, "rounds": record["rounds"]}
 
 
+@flush_denormals()  # pruned-towards-zero weights: denormals slow CPUs a lot
 def _compare(dataset: str, cfg: tv.Config, seed: int, ctx: ReproduceContext) -> dict[str, Any]:
-    torch.set_flush_denormal(True)  # pruned-towards-zero weights: denormals slow CPUs a lot
     ds = load(dataset)
     total = cfg.epochs + cfg.finetune_epochs
     run_ctx = RunContext("turbo-vbi", dataset, seed, out=ctx.out / f"{dataset}-seed{seed}",
