@@ -32,6 +32,18 @@ def pfn_attention_mask(n_context: int, n_query: int, device: torch.device | None
     return allowed
 
 
+def _post_ln_stack(layer_cls: type[nn.Module], d_model: int, n_heads: int, d_ff: int,
+                   n_layers: int, dropout: float) -> nn.ModuleList:
+    """`n_layers` post-LN GELU transformer layers of one kind, output projections zeroed."""
+    layers = nn.ModuleList()
+    for _ in range(n_layers):
+        layer = layer_cls(d_model, n_heads, d_ff, dropout, activation="gelu", batch_first=True,
+                          norm_first=False)
+        _zero_init_outputs(layer)
+        layers.append(layer)
+    return layers
+
+
 def _zero_init_outputs(layer: nn.Module) -> None:
     """Zero the output projections of self-attention and feed-forward of a torch layer
     (cross-attention keeps its default initialisation, as in the distribution transformer)."""
@@ -48,13 +60,8 @@ class SetEncoder(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.TransformerEncoderLayer(
-                d_model, n_heads, d_ff, dropout, activation="gelu", batch_first=True,
-                norm_first=False)
-            _zero_init_outputs(layer)
-            self.layers.append(layer)
+        self.layers = _post_ln_stack(nn.TransformerEncoderLayer, d_model, n_heads, d_ff, n_layers,
+                                     dropout)
 
     def forward(self, tokens: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         # torch's masks say where attention is *forbidden*
@@ -72,13 +79,8 @@ class SetDecoder(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, n_layers: int,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.TransformerDecoderLayer(
-                d_model, n_heads, d_ff, dropout, activation="gelu", batch_first=True,
-                norm_first=False)
-            _zero_init_outputs(layer)
-            self.layers.append(layer)
+        self.layers = _post_ln_stack(nn.TransformerDecoderLayer, d_model, n_heads, d_ff, n_layers,
+                                     dropout)
 
     def forward(self, targets: torch.Tensor, memory: torch.Tensor,
                 memory_padding: torch.Tensor | None = None) -> torch.Tensor:
