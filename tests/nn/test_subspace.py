@@ -61,6 +61,15 @@ def test_kaiming_density_init_keeps_the_preactivation_scale():
     assert abs(float(pre.var()) / 2.0 - 1) < 0.2  # E[(w x)^2] = d fan_in * 2 / (d fan_in)
 
 
+def test_kaiming_density_init_zeroes_the_biases_of_sparse_layers_only():
+    net = sparsify(_mlp(), 0.1, dense_layers=("2",), seed=0)  # spec 2.4: biases 0
+    first, last = bayesian_layers(net)
+    assert is_sparse(first) and torch.equal(first.bias, torch.zeros(64))
+    assert not is_sparse(last) and torch.equal(last.bias, _mlp()[2].bias)  # kept dense: as is
+    ref = bayesian_layers(sparsify(_mlp(), 0.1, mu_init="normal-0.01", seed=0))[0]
+    assert torch.equal(ref.bias, _mlp()[0].bias)  # the reference init keeps PyTorch's biases
+
+
 def test_reference_init_and_dense_layers():
     net = sparsify(_mlp(), 0.1, dense_layers=("0",), mu_init="normal-0.01",
                    sigma_init="reference", seed=0)

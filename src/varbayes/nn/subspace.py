@@ -64,7 +64,8 @@ def sparsify(
     module names or fnmatch patterns) keeps k = n - floor((1 - density) n) coordinates drawn
     uniformly without replacement from a generator seeded by `seed` (identical on every DDP
     rank). `mu_init`: "kaiming-density" draws the kept means from N(0, 2 / (d fan_in)) so the
-    pre-activation scale does not depend on d, "normal-0.01" from N(0, 0.01^2) (the reference
+    pre-activation scale does not depend on d, and sets the layer's biases to 0 (spec 2.4),
+    "normal-0.01" from N(0, 0.01^2) (the reference
     code), "keep" keeps the current means. `sigma_init`: "keep" keeps the layer's sigma,
     "reference" draws sigma ~ |N(6e-4, (5e-4)^2)| per weight. Layers left dense keep their
     means (unless mu_init is "normal-0.01") and sigmas (unless sigma_init is "reference"), so
@@ -116,6 +117,10 @@ def _initialise(layer: Any, mu_init: str, sigma_init: str, gen: torch.Generator)
         density = layer.n_active / layer.n_weights
         std = math.sqrt(2.0 / (density * fan_in)) if mu_init == "kaiming-density" else 0.01
         layer.weight_mu.copy_((torch.randn(k, generator=gen) * std).view_as(layer.weight_mu))
+    if mu_init == "kaiming-density":  # the spec's small-scale initialisation: biases 0
+        bias = layer.bias_mu if layer.bayesian_bias else layer.bias
+        if bias is not None:
+            bias.zero_()
     if sigma_init == "reference":
         sigma = (torch.randn(k, generator=gen, dtype=torch.float64) * 5e-4 + 6e-4).abs()
         sigma = sigma.clamp_min(1e-12)  # the reference redraws an infinite rho; never 0 here

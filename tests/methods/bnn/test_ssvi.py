@@ -176,6 +176,21 @@ def test_flops_of_a_dense_run_are_mfvi_flops() -> None:
         12 * 20 * 20  # no inactive weights: updates cost nothing extra
 
 
+def test_selection_takes_the_lowest_validation_nll_then_accuracy() -> None:
+    from varbayes.methods.bnn.ssvi_reproduction import _best
+
+    def rec(nll: float, acc: float) -> dict:
+        return {"metrics": {"nll": nll, "accuracy": acc}}
+
+    recs = {(1e-3, 0.1): rec(1.2, 0.60), (3e-3, 0.1): rec(1.1, 0.55),
+            (3e-3, 0.01): rec(1.1, 0.58), (1e-3, 1.0): rec(1.9, 0.30)}
+    choice, scores = _best(recs)
+    assert choice == {"lr": 3e-3, "kl_weight": 0.01}  # NLL first, accuracy breaks the tie
+    assert scores["lr=0.001, beta=0.1"] == {"lr": 1e-3, "kl_weight": 0.1, "nll": 1.2,
+                                            "accuracy": 0.60}
+    assert len(scores) == 4
+
+
 @pytest.mark.slow
 def test_reference_preset_runs_a_few_steps_on_fake_cifar(tmp_path: Path) -> None:
     folder = make_fake_cifar10(tmp_path / "cifar", n_train_per_batch=2, n_test=4)

@@ -3,11 +3,12 @@
 Full run, on mnist1d (MLP 40-256-256-10) and digits (MLP 64-256-256-10), 150 epochs, seeds
 0, 1, 2, every layer sparse at the same density:
 
-1. The KL weight beta is chosen from {1, 0.1, 0.01} by the validation NLL of the MC predictive
-   (accuracy breaks ties), separately for dense VI (`mfvi`) and for SSVI at d = 0.1: seed-0 runs
-   trained on 80 % of the training set and evaluated on the other 20 %. The test split is not
-   read for this (the selection runs see a dataset whose test part is the validation split).
-   SSVI at other densities and the static masks use SSVI's beta.
+1. The learning rate (of the means and biases; rho's is 10x it) and the KL weight beta are
+   chosen jointly from {1e-3, 3e-3} x {1, 0.1, 0.01} by the validation NLL of the MC predictive
+   (accuracy breaks ties), separately for dense VI (`mfvi`) and for SSVI at d = 0.1, on the
+   same grid: seed-0 runs trained on 80 % of the training set and evaluated on the other 20 %.
+   The test split is not read for this (the selection runs see a dataset whose test part is
+   the validation split). SSVI at other densities and the static masks use SSVI's choice.
 2. Final runs on the full training set, each evaluated once on the test split: deterministic
    (weight decay 1e-4), dense VI at sigma0 = 0.01 and 0.5, SSVI at d = 0.1, 0.05, 0.02,
    SSVI d = 0.1 at sigma0 = 0.5, static random masks at d = 0.1 and 0.02.
@@ -23,10 +24,11 @@ Full run, on mnist1d (MLP 40-256-256-10) and digits (MLP 64-256-256-10), 150 epo
 4. Report only: a 1-D CNN on mnist1d (dense VI, SSVI d = 0.1 with every layer sparse and
    with a dense last layer), seed 0.
 
---quick (spec 5.5): mnist1d, seed 0, 50 epochs, beta = 0.01 (the reference code's default, no
-selection); dense VI, SSVI d = 0.1 and 0.02, static d = 0.02; claims C2, the model-size
-ratio, C3's direction at d = 0.02 and C1 with a 5-point margin, plus the exact structural
-checks S1-S9 of spec 5.4 on small seeded runs.
+--quick (spec 5.5): mnist1d, seed 0, 50 epochs, beta = 0.01 (the reference code's default, not
+selected); the learning rate is chosen per method from the same {1e-3, 3e-3} on the same
+validation split (dense VI and SSVI d = 0.1, 50-epoch runs); dense VI, SSVI d = 0.1 and 0.02,
+static d = 0.02; claims C2, the model-size ratio, C3's direction at d = 0.02 and C1 with a
+5-point margin, plus the exact structural checks S1-S9 of spec 5.4 on small seeded runs.
 
 Set VARBAYES_REUSE_RUNS=1 to reuse finished runs whose result.json has the same method, seed
 and settings (for resuming an interrupted full run); reproduction.json counts the reused runs.
@@ -62,6 +64,7 @@ from varbayes.train.seeding import seed_everything
 
 DATASETS = ("mnist1d", "digits")
 BETAS = (1.0, 0.1, 0.01)
+LRS = (1e-3, 3e-3)
 QUICK_BETA = 0.01
 EPOCHS, QUICK_EPOCHS = 150, 50
 COMMON = {"val_fraction": 0.0, "checkpoint_every": 10**9}
@@ -82,13 +85,13 @@ def reproduce_ssvi(ctx: ReproduceContext, datasets: tuple[str, ...] = DATASETS,
 # the full run
 
 
-def _configs(beta_vi: float, beta_ssvi: float) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Label -> (method, settings) of the final runs (spec 5.3)."""
-    ssvi = {"kl_weight": beta_ssvi}
+def _configs(vi: dict[str, float], ssvi: dict[str, float]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Label -> (method, settings) of the final runs (spec 5.3); `vi` and `ssvi` are the chosen
+    {"lr", "kl_weight"} of each method."""
     return {
         "deterministic": ("deterministic", {"weight_decay": 1e-4}),
-        "dense VI": ("mfvi", {"kl_weight": beta_vi}),
-        "dense VI, sigma0=0.5": ("mfvi", {"kl_weight": beta_vi, "init_sigma": SIGMA_LARGE}),
+        "dense VI": ("mfvi", {**vi}),
+        "dense VI, sigma0=0.5": ("mfvi", {**vi, "init_sigma": SIGMA_LARGE}),
         "SSVI d=0.1": ("ssvi", {**ssvi, "density": 0.1}),
         "SSVI d=0.05": ("ssvi", {**ssvi, "density": 0.05}),
         "SSVI d=0.02": ("ssvi", {**ssvi, "density": 0.02}),
@@ -104,24 +107,11 @@ def _full(ctx: ReproduceContext, runner: _Runner, datasets: tuple[str, ...],
     claims: list[Claim] = []
     tables: dict[str, str] = {}
     details: dict[str, Any] = {"epochs": EPOCHS, "seeds": list(ctx.seeds), "betas": BETAS,
-                               "datasets": list(datasets)}
+                               "lrs": LRS, "datasets": list(datasets)}
     notes: list[str] = []
     summaries: dict[str, dict[str, dict[str, Any]]] = {}
-    # phase 1: the beta selection runs of every dataset (independent: run together)
-    selection_specs = [(dataset, method, values, beta)
-                       for dataset in datasets
-                       for method, values in (("mfvi", {}), ("ssvi", {"density": 0.1}))
-                       for beta in BETAS]
-    selection_runs = runner.run_many([
-        _Spec(method, dataset, 0, f"select {method} beta={beta:g}",
-              {**values, "kl_weight": beta}, EPOCHS, validation=True)
-        for dataset, method, values, beta in selection_specs])
-    selected: dict[tuple[str, str], tuple[float, dict[str, dict[str, float]]]] = {}
-    for dataset in datasets:
-        for method in ("mfvi", "ssvi"):
-            recs = {beta: rec for (d, m, _, beta), rec in zip(selection_specs, selection_runs)
-                    if (d, m) == (dataset, method)}
-            selected[dataset, method] = _select_beta(recs)
+    # phase 1: the (lr, beta) selection runs of every dataset (independent: run together)
+    selected = _select(runner, datasets, LRS, BETAS, EPOCHS)
     # phase 2: every final run of every dataset, and the CNN runs (report only)
     # (ordered by seed, so an interrupted run has whole seeds to reuse)
     final_specs: list[tuple[str, str, _Spec]] = []
@@ -145,9 +135,9 @@ def _full(ctx: ReproduceContext, runner: _Runner, datasets: tuple[str, ...],
         c4[dataset] = SIGMA_LARGE
         if s["dense VI"]["accuracy"] - s["dense VI, sigma0=0.5"]["accuracy"] < 0.10:
             c4[dataset] = 1.0
-            beta_vi, beta_ssvi = selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0]
-            extra = [("dense VI, sigma0=1", "mfvi", {"kl_weight": beta_vi, "init_sigma": 1.0}),
-                     ("SSVI d=0.1, sigma0=1", "ssvi", {"kl_weight": beta_ssvi, "density": 0.1,
+            vi, ssvi = selected[dataset, "mfvi"][0], selected[dataset, "ssvi"][0]
+            extra = [("dense VI, sigma0=1", "mfvi", {**vi, "init_sigma": 1.0}),
+                     ("SSVI d=0.1, sigma0=1", "ssvi", {**ssvi, "density": 0.1,
                                                       "init_sigma": 1.0})]
             recs = runner.run_many([_Spec(method, dataset, seed, label, values, EPOCHS)
                                     for label, method, values in extra for seed in ctx.seeds])
@@ -155,17 +145,17 @@ def _full(ctx: ReproduceContext, runner: _Runner, datasets: tuple[str, ...],
                 records_by[dataset][label] = recs[i:i + len(ctx.seeds)]
     for dataset in datasets:
         records = records_by[dataset]
-        beta_vi, sel_vi = selected[dataset, "mfvi"]
-        beta_ssvi, sel_ssvi = selected[dataset, "ssvi"]
+        vi, sel_vi = selected[dataset, "mfvi"]
+        ssvi, sel_ssvi = selected[dataset, "ssvi"]
         c4_sigma = c4[dataset]
         s = _summarise(records)
         summaries[dataset] = s
         claims += _claims(dataset, s, c4_sigma)
         tables[f"{dataset}: test metrics, mean ± sd over seeds {list(ctx.seeds)}"] = \
             _table(s, records)
-        tables[f"{dataset}: beta selection (validation NLL / accuracy, seed 0)"] = \
-            _selection_table(sel_vi, sel_ssvi, beta_vi, beta_ssvi)
-        details[dataset] = {"beta": {"dense VI": beta_vi, "SSVI": beta_ssvi},
+        tables[f"{dataset}: (lr, beta) selection (validation NLL / accuracy, seed 0)"] = \
+            _selection_table(sel_vi, sel_ssvi, vi, ssvi)
+        details[dataset] = {"chosen": {"dense VI": vi, "SSVI": ssvi},
                             "selection": {"dense VI": sel_vi, "SSVI": sel_ssvi},
                             "summary": s, "c4_sigma0": c4_sigma}
         gap = s["SSVI d=0.1"]["accuracy"] - s[_sigma_label("SSVI d=0.1", c4_sigma)]["accuracy"]
@@ -241,25 +231,55 @@ def _sigma_label(base: str, sigma: float) -> str:
     return f"{base}, sigma0={sigma:g}"
 
 
-def _select_beta(recs: dict[float, dict[str, Any]]) -> tuple[float, dict[str, dict[str, float]]]:
-    """The beta whose seed-0 run on 80 % of the training data has the lowest NLL on the other
-    20 % (accuracy breaks ties)."""
-    scores = {f"{beta:g}": {"nll": rec["metrics"]["nll"], "accuracy": rec["metrics"]["accuracy"]}
-              for beta, rec in recs.items()}
-    best = min(recs, key=lambda b: (round(scores[f"{b:g}"]["nll"], 6),
-                                    -scores[f"{b:g}"]["accuracy"]))
-    return best, scores
+Choice = tuple[dict[str, float], dict[str, dict[str, float]]]
 
 
-def _cnn_specs(beta: dict[str, float]) -> list[tuple[str, _Spec]]:
-    """mnist1d with the default 1-D CNN (report only, seed 0): dense VI, SSVI d=0.1 with all
-    layers sparse, and with the classifier (head.1) dense."""
+def _select(runner: _Runner, datasets: tuple[str, ...], lrs: tuple[float, ...],
+            betas: tuple[float, ...], epochs: int) -> dict[tuple[str, str], Choice]:
+    """(dataset, method) -> the chosen {"lr", "kl_weight"} and every grid point's validation
+    scores, for dense VI (`mfvi`) and SSVI at d = 0.1 on the same lr x beta grid."""
+    grid = [(dataset, method, values, lr, beta)
+            for dataset in datasets
+            for method, values in (("mfvi", {}), ("ssvi", {"density": 0.1}))
+            for lr in lrs for beta in betas]
+    runs = runner.run_many([
+        _Spec(method, dataset, 0, f"select {method} lr={lr:g} beta={beta:g}",
+              {**values, "lr": lr, "kl_weight": beta}, epochs, validation=True)
+        for dataset, method, values, lr, beta in grid])
+    selected = {}
+    for dataset in datasets:
+        for method in ("mfvi", "ssvi"):
+            recs = {(lr, beta): rec for (d, m, _, lr, beta), rec in zip(grid, runs)
+                    if (d, m) == (dataset, method)}
+            selected[dataset, method] = _best(recs)
+    return selected
+
+
+def _best(recs: dict[tuple[float, float], dict[str, Any]]) -> Choice:
+    """The (lr, beta) whose seed-0 run on 80 % of the training data has the lowest NLL on the
+    other 20 % (accuracy breaks ties, then the smaller lr and beta)."""
+    scores = {_key(lr, beta): {"lr": lr, "kl_weight": beta, "nll": rec["metrics"]["nll"],
+                               "accuracy": rec["metrics"]["accuracy"]}
+              for (lr, beta), rec in recs.items()}
+    lr, beta = min(recs, key=lambda p: (round(scores[_key(*p)]["nll"], 6),
+                                        -scores[_key(*p)]["accuracy"], p))
+    return {"lr": lr, "kl_weight": beta}, scores
+
+
+def _key(lr: float, beta: float) -> str:
+    return f"lr={lr:g}, beta={beta:g}"
+
+
+def _cnn_specs(choice: dict[str, dict[str, float]]) -> list[tuple[str, _Spec]]:
+    """mnist1d with the default 1-D CNN (report only, seed 0; each method with the lr and beta
+    chosen for its MLP): dense VI, SSVI d=0.1 with all layers sparse, and with the classifier
+    (head.1) dense."""
     cnn = {"model": "cnn"}
     runs = (
-        ("dense VI (CNN)", "mfvi", {**cnn, "kl_weight": beta["dense VI"]}),
-        ("SSVI d=0.1 (CNN)", "ssvi", {**cnn, "kl_weight": beta["SSVI"], "density": 0.1}),
+        ("dense VI (CNN)", "mfvi", {**cnn, **choice["dense VI"]}),
+        ("SSVI d=0.1 (CNN)", "ssvi", {**cnn, **choice["SSVI"], "density": 0.1}),
         ("SSVI d=0.1, dense last layer (CNN)", "ssvi",
-         {**cnn, "kl_weight": beta["SSVI"], "density": 0.1, "dense_layers": ("head.1",)}))
+         {**cnn, **choice["SSVI"], "density": 0.1, "dense_layers": ("head.1",)}))
     return [(label, _Spec(method, "mnist1d", 0, label, values, EPOCHS))
             for label, method, values in runs]
 
@@ -282,11 +302,13 @@ def _quick(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
     from varbayes.methods.bnn.ssvi_checks import structural_suite
 
     seed, beta = ctx.seeds[0], QUICK_BETA
+    selected = _select(runner, ("mnist1d",), LRS, (beta,), QUICK_EPOCHS)
+    (vi_lr, sel_vi), (ssvi_lr, sel_ssvi) = selected["mnist1d", "mfvi"], selected["mnist1d", "ssvi"]
     configs = {
-        "dense VI": ("mfvi", {"kl_weight": beta}),
-        "SSVI d=0.1": ("ssvi", {"kl_weight": beta, "density": 0.1}),
-        "SSVI d=0.02": ("ssvi", {"kl_weight": beta, "density": 0.02}),
-        "static d=0.02": ("ssvi", {"kl_weight": beta, "density": 0.02, "mask_updates": False}),
+        "dense VI": ("mfvi", vi_lr),
+        "SSVI d=0.1": ("ssvi", {**ssvi_lr, "density": 0.1}),
+        "SSVI d=0.02": ("ssvi", {**ssvi_lr, "density": 0.02}),
+        "static d=0.02": ("ssvi", {**ssvi_lr, "density": 0.02, "mask_updates": False}),
     }
     recs = runner.run_many([_Spec(method, "mnist1d", seed, label, values, QUICK_EPOCHS)
                             for label, (method, values) in configs.items()])
@@ -312,12 +334,17 @@ def _quick(ctx: ReproduceContext, runner: _Runner) -> Reproduction:
         suite = structural_suite()
     for name, (ok, what) in suite.items():
         claims.append(holds(f"{name}: {what}", ok, float(ok), "true"))
-    table = _table(s, records)
+    tables = {"mnist1d (quick): test metrics": _table(s, records),
+              "mnist1d (quick): lr selection (validation NLL / accuracy, seed 0)":
+                  _selection_table(sel_vi, sel_ssvi, vi_lr, ssvi_lr)}
     notes = [f"Quick version: one seed, {QUICK_EPOCHS} epochs, beta = {beta:g} for both "
-             "methods (no selection); the full run is what docs/methods/ssvi.md quotes."]
-    return Reproduction(claims, {}, {"mnist1d (quick): test metrics": table},
-                        {"summary": s, "structural_suite": {k: v[0] for k, v in suite.items()}},
-                        notes)
+             f"methods (not selected), the learning rate chosen per method from "
+             f"{list(LRS)} on the validation split (dense VI: {vi_lr['lr']:g}, SSVI: "
+             f"{ssvi_lr['lr']:g}); the full run is what docs/methods/ssvi.md quotes."]
+    details = {"lrs": LRS, "chosen": {"dense VI": vi_lr, "SSVI": ssvi_lr},
+               "selection": {"dense VI": sel_vi, "SSVI": sel_ssvi}, "summary": s,
+               "structural_suite": {k: v[0] for k, v in suite.items()}}
+    return Reproduction(claims, {}, tables, details, notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,13 +513,16 @@ def _table(s: dict[str, dict[str, Any]], records: dict[str, list[dict[str, Any]]
 
 
 def _selection_table(vi: dict[str, dict[str, float]], ssvi: dict[str, dict[str, float]],
-                     beta_vi: float, beta_ssvi: float) -> str:
+                     vi_choice: dict[str, float], ssvi_choice: dict[str, float]) -> str:
     rows = []
-    for name, sel, chosen in (("dense VI", vi, beta_vi), ("SSVI d=0.1", ssvi, beta_ssvi)):
-        for beta, m in sel.items():
-            rows.append((name, beta, f"{m['nll']:.4f}", f"{100 * m['accuracy']:.2f}",
-                         "chosen" if float(beta) == chosen else ""))
-    return markdown_table(["method", "beta", "validation NLL", "validation acc %", ""], rows)
+    for name, sel, chosen in (("dense VI", vi, vi_choice), ("SSVI d=0.1", ssvi, ssvi_choice)):
+        for m in sel.values():
+            rows.append((name, f"{m['lr']:g}", f"{m['kl_weight']:g}", f"{m['nll']:.4f}",
+                         f"{100 * m['accuracy']:.2f}",
+                         "chosen" if (m["lr"], m["kl_weight"]) ==
+                         (chosen["lr"], chosen["kl_weight"]) else ""))
+    return markdown_table(["method", "lr", "beta", "validation NLL", "validation acc %", ""],
+                          rows)
 
 
 def _density_figure(summaries: dict[str, dict[str, dict[str, Any]]]) -> Any:
