@@ -5,7 +5,6 @@ CIFAR folder, DDP, the structural checks S1-S9 and the quick reproduction."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -241,16 +240,15 @@ def test_two_process_ddp_keeps_identical_masks(tmp_path: Path) -> None:
 
 @pytest.mark.reproduce
 def test_quick_reproduction(tmp_path: Path) -> None:
-    """Every exact claim of the quick version passes (C2, the file-size ratio, C3's direction,
-    S1-S9). The loose C1 is computed and reported either way: at 50 epochs SSVI d=0.1 is
-    still far from converged (14.7 points below dense VI when last measured; see
-    docs/methods/ssvi.md), so its pass flag is what decides the CLI's exit code."""
+    """Every claim of the quick version passes: C2, the file-size ratio, C3's direction, S1-S9
+    and the loose C1 (each method at the learning rate its own validation runs chose; SSVI
+    d=0.1 was 2.2 points below dense VI when last measured, see docs/methods/ssvi.md)."""
     rec = varbayes.reproduce("ssvi", quick=True, out=tmp_path, quiet=True)
-    loose = [c for c in rec["claims"] if "C1 (loose" in c["claim"]]
-    exact = [c for c in rec["claims"] if c not in loose]
-    assert len(loose) == 1 and math.isfinite(loose[0]["measured"])
-    assert all(c["passed"] for c in exact), [c for c in exact if not c["passed"]]
-    assert rec["passed"] == loose[0]["passed"]
+    assert all(c["passed"] for c in rec["claims"]), [c for c in rec["claims"]
+                                                     if not c["passed"]]
+    assert rec["passed"]
+    chosen = rec["details"]["chosen"]
+    assert {chosen["dense VI"]["lr"], chosen["SSVI"]["lr"]} <= {1e-3, 3e-3}
     names = " ".join(c["claim"] for c in rec["claims"])
     assert all(f"S{i}:" in names for i in range(1, 10)) and "C2" in names
     assert (tmp_path / "reproduction.json").is_file() and (tmp_path / "report.md").is_file()

@@ -87,8 +87,8 @@ class Config(mfvi.Config):
         False, help="take the growth gradient from a posterior-mean forward pass")
     mask_updates: bool = setting(True, help="update the subspace (false: static random mask)")
     mu_init: Literal["kaiming-density", "normal-0.01", "keep"] = setting(
-        "kaiming-density", help="means of sparse layers: N(0, 2/(d fan_in)), N(0, 0.01^2) "
-                                "(all layers), or as bayesianized")
+        "kaiming-density", help="means of sparse layers: N(0, 2/(d fan_in)) with biases 0, "
+                                "N(0, 0.01^2) (all layers), or as bayesianized")
     init_sigma_dist: Literal["constant", "reference"] = setting(
         "constant", help="sigma0: init_sigma everywhere, or |N(6e-4, (5e-4)^2)| per weight")
     sparse_compute: Literal["auto", "dense", "csr"] = setting(
