@@ -39,7 +39,7 @@ def test_defaults_are_the_spec_small_scale_settings() -> None:
     assert (c.prior, c.prior_std, c.init_sigma, c.kl_warmup, c.sigma_param) == \
         ("gaussian", 1.0, 0.01, 0.5, "softplus")
     assert (c.optimizer, c.lr, c.rho_lr_scale, c.lr_schedule, c.weight_decay) == \
-        ("adam", 1e-3, 10.0, "cosine", 0.0)
+        ("adam", 3e-3, 10.0, "cosine", 0.0)  # lr: the validated choice (docs/methods/ssvi.md)
     assert (c.batch_size, c.epochs, c.eval_samples, c.mu_init) == \
         (128, 150, 30, "kaiming-density")
 
@@ -68,7 +68,7 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_density_one_without_updates_is_mfvi_bit_for_bit(tmp_path: Path) -> None:
-    settings = {**QUICK, "epochs": 1, "kl_weight": 0.1}
+    settings = {**QUICK, "epochs": 1, "kl_weight": 0.1, "lr": 1e-3}
     a = varbayes.run("mfvi", "two-moons", out=tmp_path / "mfvi", quiet=True, **settings)
     b = varbayes.run("ssvi", "two-moons", out=tmp_path / "ssvi", quiet=True, density=1.0,
                      mask_updates=False, **settings)
