@@ -43,7 +43,7 @@ METHODS: tuple[Method, ...] = (
         "posterior over epsilon from a membership-inference audit, narrower than Clopper-Pearson",
         "reproduced", "docs/methods/dp-bayes-estimate.md",
     ),
-    Method("turbo-vbi", "varbayes.methods.bnn.turbo_vbi", "bnn", "Xia, Tsang, Lau, IEEE TSP 2023", "regular (structured) sparsity: far fewer weights and more whole neurons removed than unstructured pruning at the same accuracy", "not reproduced", "docs/methods/turbo-vbi.md"),  # noqa: E501
+    Method("turbo-vbi", "varbayes.methods.bnn.turbo_vbi", "bnn", "Xia, Tsang, Lau, IEEE TSP 2023", "regular (structured) sparsity: far fewer weights and more whole neurons removed than unstructured pruning at the same accuracy", "partly reproduced", "docs/methods/turbo-vbi.md"),  # noqa: E501
     Method("bayescap", "varbayes.methods.bnn.bayescap", "bnn", "Upadhyay et al., ECCV 2022", "calibrated per-element uncertainty for a frozen network from a cap trained on a fraction of the data", "partly reproduced", "docs/methods/bayescap.md"),  # noqa: E501
     Method(
         "collapse-cvae", "varbayes.methods.latent.collapse_cvae", "latent",

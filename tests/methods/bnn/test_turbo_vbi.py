@@ -83,7 +83,8 @@ def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:
 
 def tiny(**kw: object) -> dict:
     return {"epochs": 4, "first_round": 2, "round_every": 1, "finetune_epochs": 1,
-            "batch_size": 256, "eval_samples": 3, "val_samples": 2, "speed_repeats": 2, **kw}
+            "batch_size": 256, "eval_samples": 3, "val_samples": 2, "speed_repeats": 2,
+            "slab_scale": 2.0, "spike_growth": 3.0, **kw}
 
 
 def test_learner_rounds_prune_and_compact(tmp_path: Path) -> None:
@@ -138,12 +139,13 @@ def test_baseline_masks() -> None:
 @pytest.mark.reproduce
 def test_quick_reproduction(tmp_path: Path) -> None:
     rec = varbayes.reproduce("turbo-vbi", quick=True, out=tmp_path, quiet=True)
-    assert len(rec["claims"]) == 6 and (tmp_path / "reproduction.json").is_file()
+    assert len(rec["claims"]) == 7 and (tmp_path / "reproduction.json").is_file()
     rows = {k: v[0] for k, v in rec["details"]["datasets"]["digits"]["per_seed"].items()}
     kept = rows["Turbo-VBI"]["weights_kept"]
     assert 0 < kept < rows["dense VI"]["weights_kept"]
     assert rows["magnitude pruning"]["weights_kept"] == kept  # compared at the same count
     assert rows["static random mask"]["weights_kept"] == kept
+    assert abs(rows["SSVI"]["weights_kept"] - kept) <= 3  # same density, rounded per layer
     assert rows["Turbo-VBI"]["compact_max_abs_diff"] < 1e-4
     assert (tmp_path / "support_digits.png").is_file()
 
@@ -174,6 +176,29 @@ def test_python_api_on_a_user_network() -> None:
     assert [6, *widths] == report["compact_widths"]
     mean_net = varbayes.nn.predictive.posterior_mean_sampler(tv.network, x, 1)[0]
     assert torch.allclose(compact(x), mean_net, atol=1e-5)
+
+
+def test_python_model_saves_and_reloads(tmp_path: Path) -> None:
+    """A Turbo-VBI model fitted from Python round-trips through safetensors + JSON:
+    varbayes.load gives the same masks, weights and (same-seed) predictions."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Flatten(), nn.Linear(5, 12), nn.GELU(), nn.Linear(12, 3))
+    tv = varbayes.turbo_vbi(net, epochs=3, first_round=1, round_every=1, finetune_epochs=1,
+                            batch_size=32, eval_samples=4, val_samples=2)
+    tv.fit(x, y)
+    tv.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "model.json"}
+    model = varbayes.load(tmp_path)
+    assert isinstance(model.network[2], nn.GELU)
+    layers = varbayes.nn.bayesian_layers(model.network)
+    assert all(torch.equal(a.mask, b) for a, b in zip(layers, tv.masks()))
+    torch.manual_seed(3)
+    ours = tv.predict(x[:9])
+    torch.manual_seed(3)
+    theirs = model.predict(x[:9])
+    assert torch.allclose(torch.as_tensor(ours), torch.as_tensor(theirs), atol=1e-6)
 
 
 def test_python_api_refuses_bad_input() -> None:
@@ -222,7 +247,8 @@ def test_calibration_per_layer_or_pooled(calibration: str) -> None:
                                   init_sigma=1e-3)
     with torch.no_grad():
         net[2].weight_mu.mul_(10)  # the layers' weights differ in size
-    learner = tv.TurboLearner(net, "classification", tv.Config(calibration=calibration))
+    learner = tv.TurboLearner(net, "classification", tv.Config(calibration=calibration,
+                                                               slab_scale=2.0))
     learner.refresh_prior()
     layers = varbayes.nn.bayesian_layers(net)
     m2 = [(m.weight_mu**2 + m.weight_sigma()**2).detach().double() for m in layers]
@@ -230,3 +256,20 @@ def test_calibration_per_layer_or_pooled(calibration: str) -> None:
     for layer_m2, prior in zip(m2, learner.priors):
         v_a = 4.0 * float(layer_m2.mean() if calibration == "layer" else pooled)  # slab 2
         assert prior.b == pytest.approx(1.0 * v_a, rel=1e-5)
+
+
+def test_spike_growth_tightens_the_inactive_prior_after_the_first_round() -> None:
+    """The first round calibrates the rates; every later one divides b_bar by spike_growth
+    (the inactive precision's mean grows by that factor), leaving b alone."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)),
+                                  init_sigma=1e-3)
+    learner = tv.TurboLearner(net, "classification", tv.Config(spike_growth=4.0))
+    learner.refresh_prior()
+    first = [(p.b, p.b_bar) for p in learner.priors]
+    learner.refresh_prior()
+    learner.refresh_prior()
+    for (b, b_bar), p in zip(first, learner.priors):
+        assert p.b == pytest.approx(b) and p.b_bar == pytest.approx(b_bar / 16)

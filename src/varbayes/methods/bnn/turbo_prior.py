@@ -108,6 +108,12 @@ class SupportPrior(nn.Module):
         self.rates.copy_(torch.tensor([self.a * v_a, self.a_bar * v_a / s.spike_ratio]))
         self.calibrated.fill_(True)
 
+    @torch.no_grad()
+    def sharpen(self, factor: float) -> None:
+        """Make the inactive precision prior `factor` times tighter around a larger mean
+        (b_bar / factor): weights already judged inactive are pulled harder towards 0."""
+        self.rates[1] /= factor
+
     @property
     def expected_precision(self) -> torch.Tensor:
         """E[tau] = a~ / b~, the precision of q(w)'s Gaussian prior."""

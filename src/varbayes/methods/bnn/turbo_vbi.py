@@ -42,7 +42,7 @@ from varbayes.methods.supervised import dataset_network_spec, load_network, mode
 from varbayes.metrics import layer_macs, structure_report, train_flops
 from varbayes.metrics.cost import as_dense, count_parameters
 from varbayes.metrics.timing import median_times
-from varbayes.models import SupervisedModel
+from varbayes.models import SupervisedModel, restore_network
 from varbayes.nn.bayesianize import BayesSettings, bayesianize
 from varbayes.nn.compact import compact_mlp
 from varbayes.nn.heads import nll_per_example
@@ -84,9 +84,13 @@ class Config(TrainConfig):
                                   gt=0)
     inactive_shape: float = setting(5.0, help="Gamma shape a_bar of an inactive weight's "
                                     "precision", gt=0)
-    slab_scale: float = setting(2.0, help="active prior std in units of the layer's RMS "
-                                "weight at the first round", gt=0)
+    slab_scale: float = setting(3.0, help="active prior std in units of the layer's RMS "
+                                "weight at the first round (selected on validation)", gt=0)
     spike_ratio: float = setting(10.0, help="inactive / active prior mean precision", gt=1)
+    spike_growth: float = setting(10.0, help="multiply the inactive prior precision by this "
+                                  "at every round after the first, so weights judged inactive "
+                                  "shrink to 0 before pruning (1: off; selected on validation)",
+                                  ge=1)
     row_p01: float = setting(0.2, help="support chain along a neuron's incoming weights: "
                              "P(active | previous inactive)", gt=0, lt=1)
     row_p11: float = setting(0.5, help="... P(active | previous active)", gt=0, lt=1)
@@ -163,6 +167,8 @@ class TurboLearner(VariationalLearner):
             mean, sigma = layer.weight_mu, layer.weight_sigma()
             if not bool(prior.calibrated):
                 prior.calibrate(mean**2 + sigma**2 if self.cfg.calibration == "layer" else pooled)
+            elif self.cfg.spike_growth > 1:
+                prior.sharpen(self.cfg.spike_growth)
             prior.module_a(mean, sigma, self.cfg.module_a_iterations)
             if module_b:
                 prior.module_b()
@@ -287,8 +293,9 @@ class TurboVBI:
                                 f"variance); its last layer outputs {self.n_outputs}")
         self.task = task
         self.n_inputs = linears[0].in_features
-        network = bayesianize(copy.deepcopy(network), prior=GaussianPrior(0.0, 1.0),
-                              init_sigma=self.cfg.init_sigma)
+        self.spec = sequential_spec(network)
+        self.bayes = BayesSettings(GaussianPrior(0.0, 1.0), self.cfg.init_sigma)
+        network = bayesianize(copy.deepcopy(network), **self.bayes.to_dict())
         self.learner = TurboLearner(network, task, self.cfg)
         self.input_shape: tuple[int, ...] | None = None
         self.history: list[dict[str, Any]] = []
@@ -318,10 +325,20 @@ class TurboVBI:
         return self.model().predict(x)
 
     def model(self) -> SupervisedModel:
-        """The pruned posterior as a varbayes model (`predict`, `save`)."""
+        """The pruned posterior as a varbayes model (`predict`, `save`; `varbayes.load`
+        restores it)."""
         self._trained()
-        meta = {"task": self.task, "input_shape": list(self.input_shape or ())}
+        meta = {"method": "turbo-vbi", "task": self.task,
+                "input_shape": list(self.input_shape or ()), "network": self.spec,
+                "bayes": self.bayes.to_dict(), "config": self.cfg.to_dict(),
+                "n_classes": self.n_outputs if self.task == "classification" else None,
+                "y_mean": 0.0, "y_std": 1.0}
         return bayesian_model(self.network, meta, _mfvi_like(self.cfg))
+
+    def save(self, directory: str | Path) -> None:
+        """model.safetensors + model.json (masks and per-weight prior precisions included);
+        `varbayes.load(directory)` gives the pruned posterior back."""
+        self.model().save(directory)
 
     def masks(self) -> list[torch.Tensor]:
         """Which weights each linear layer keeps (out, in)."""
@@ -364,6 +381,36 @@ class TurboVBI:
 def turbo_vbi(network: nn.Module, task: str = "classification", **settings: Any) -> TurboVBI:
     """An untrained Turbo-VBI around a copy of `network`; settings as in `Config`."""
     return TurboVBI(network, task, **settings)
+
+
+def sequential_spec(network: nn.Sequential) -> dict[str, Any]:
+    """A JSON description of a user's Flatten/Linear/activation Sequential, enough to rebuild
+    it (`build_sequential`) for `varbayes.load`."""
+    layers: list[list[Any]] = []
+    for m in network:
+        if isinstance(m, nn.Flatten):
+            layers.append(["flatten", m.start_dim, m.end_dim])
+        elif isinstance(m, nn.Linear):
+            layers.append(["linear", m.in_features, m.out_features, m.bias is not None])
+        else:
+            layers.append(["activation", type(m).__name__])
+    return {"type": "sequential", "layers": layers}
+
+
+def build_sequential(spec: dict[str, Any]) -> nn.Sequential:
+    """The freshly initialised `nn.Sequential` of a `sequential_spec`."""
+    modules: list[nn.Module] = []
+    for kind, *args in spec["layers"]:
+        if kind == "flatten":
+            modules.append(nn.Flatten(*args))
+        elif kind == "linear":
+            modules.append(nn.Linear(args[0], args[1], bias=bool(args[2])))
+        elif kind == "activation" and isinstance(getattr(nn, args[0], None), type) \
+                and issubclass(getattr(nn, args[0]), nn.Module):
+            modules.append(getattr(nn, args[0])())
+        else:
+            raise VarbayesError(f"model file has an unknown layer {[kind, *args]!r}")
+    return nn.Sequential(*modules)
 
 
 def _mlp_activation(network: nn.Module) -> Callable[[], nn.Module]:
@@ -476,7 +523,13 @@ def support_figure(masks: dict[str, list[torch.Tensor]], dataset: str) -> Any:
 
 def load_model(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SupervisedModel:
     """Rebuild the pruned Bayesian MLP (masks and per-weight priors are in the file)."""
-    network = load_network(meta, tensors, lambda net: bayesianize(net, **meta["bayes"]))
+    def bayes(net: nn.Module) -> nn.Module:
+        return bayesianize(net, **meta["bayes"])
+
+    if meta["network"].get("type") == "sequential":  # a user's network (TurboVBI.save)
+        network = restore_network(bayes(build_sequential(meta["network"])), tensors)
+    else:
+        network = load_network(meta, tensors, bayes)
     return bayesian_model(network, meta, _mfvi_like(Config.from_values(meta["config"])))
 
 
