@@ -42,7 +42,7 @@ VARIANTS = {
 }
 COLUMNS = ("identity_mae", "psnr", "corr", "corr_spearman", "corr_image", "uce",
            "uce_error_binned", "nll", "rmse")
-CEILING = "least-squares E[err^2 | y_hat] (reference point)"
+CEILING = "least-squares err^2 regressor on y_hat (reference point)"
 
 
 def reproduce(ctx: ReproduceContext) -> Reproduction:
