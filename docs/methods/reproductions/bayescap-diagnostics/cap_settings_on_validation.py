@@ -1,9 +1,15 @@
-import dataclasses, sys, time, math
+# ruff: noqa  (diagnostic scripts kept as they were run; not library code)
+import dataclasses
+import sys
+import time
 from pathlib import Path
+
 import torch
+
 from varbayes.method import RunContext
 from varbayes.methods.bnn import bayescap_tasks as tasks
 from varbayes.methods.bnn.bayescap import BayesCap, Config, cap_config
+
 torch.set_num_threads(1)
 seed = int(sys.argv[1])
 base = Config(frozen_epochs=300, epochs=200)

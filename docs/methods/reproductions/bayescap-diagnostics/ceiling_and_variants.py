@@ -1,8 +1,14 @@
+# ruff: noqa  (diagnostic scripts kept as they were run; not library code)
 """BayesCap diagnostics on digits restoration: where is the correlation ceiling?"""
-import dataclasses, math, sys, time
+import dataclasses
+import math
+import sys
+import time
 from pathlib import Path
+
 import torch
 from torch import nn
+
 from varbayes import metrics
 from varbayes.method import RunContext
 from varbayes.methods.bnn import bayescap_tasks as tasks

@@ -1,10 +1,9 @@
-import dataclasses, sys, time
-from pathlib import Path
+# ruff: noqa  (diagnostic scripts kept as they were run; not library code)
 import torch
-from varbayes.method import RunContext
+
 from varbayes.methods.bnn import bayescap_tasks as tasks
-from varbayes.methods.bnn.bayescap import BayesCap, Config, cap_config
 from varbayes.train import TrainConfig, fit
+
 torch.set_num_threads(1)
 seed = 0
 data = tasks.restoration_data(0.1)

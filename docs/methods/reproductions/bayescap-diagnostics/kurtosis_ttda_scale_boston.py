@@ -1,9 +1,13 @@
-import dataclasses, sys, time, math
+# ruff: noqa  (diagnostic scripts kept as they were run; not library code)
+import dataclasses
 from pathlib import Path
+
 import torch
+
 from varbayes.method import RunContext
 from varbayes.methods.bnn import bayescap_tasks as tasks
 from varbayes.methods.bnn.bayescap import BayesCap, Config, cap_config
+
 torch.set_num_threads(1)
 def corr(e2, v):
     e2, v = e2.flatten().double(), v.flatten().double()
