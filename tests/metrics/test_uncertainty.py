@@ -59,6 +59,25 @@ def test_correlation_against_numpy() -> None:
     assert math.isnan(error_variance_correlation(mean, np.ones((30, 8)), y))
 
 
+def test_rank_and_per_example_correlation() -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(4)
+    mean, y = rng.normal(size=(40, 6)), rng.normal(size=(40, 6))
+    var = np.exp(rng.normal(size=(40, 6))) + (mean - y) ** 2
+    err = (mean - y) ** 2
+    assert error_variance_correlation(mean, var, y, rank=True) == pytest.approx(
+        spearmanr(err.ravel(), var.ravel())[0], rel=1e-10)
+    assert error_variance_correlation(mean, var, y, per="example") == pytest.approx(
+        np.corrcoef(err.mean(1), var.mean(1))[0, 1], rel=1e-10)
+    tied = np.round(var, 1)  # ties share their average rank, as in scipy
+    assert error_variance_correlation(mean, tied, y, rank=True) == pytest.approx(
+        spearmanr(err.ravel(), tied.ravel())[0], rel=1e-10)
+    assert math.isnan(error_variance_correlation(mean, np.ones((40, 6)), y, rank=True))
+    with pytest.raises(VarbayesError, match="per must be"):
+        error_variance_correlation(mean, var, y, per="pixel")
+
+
 def test_psnr_per_image_mean() -> None:
     t = torch.zeros(2, 4)
     p = torch.tensor([[0.1] * 4, [0.01] * 4])

@@ -72,11 +72,23 @@ def uncertainty_calibration_error(
     return ((err_sum - var_sum).abs().sum() / len(key)).item()
 
 
-def error_variance_correlation(mean: Any, var: Any, y: Any) -> float:
-    """Pearson correlation between squared error (mean - y)^2 and predicted variance over
-    every output element (BayesCap's C.Coeff). NaN when either is constant (undefined)."""
+def error_variance_correlation(mean: Any, var: Any, y: Any, *, rank: bool = False,
+                               per: Literal["element", "example"] = "element") -> float:
+    """Pearson correlation between squared error (mean - y)^2 and predicted variance
+    (BayesCap's C.Coeff). `per="element"` pools every output element (pixel) of every example,
+    as the BayesCap reference code does; `per="example"` first averages both over an example's
+    outputs (one point per image). `rank=True` gives Spearman's correlation (Pearson on ranks,
+    tied values sharing their average rank), which is not dominated by a few very large
+    errors. NaN when either side is constant (undefined)."""
     m, v, t = _checked(mean, var, y)
-    err, v = (m - t).pow(2).flatten(), v.flatten()
+    if per not in ("element", "example"):
+        raise VarbayesError(f"per must be 'element' or 'example'; got {per!r}")
+    err = (m - t).pow(2)
+    if per == "example" and err.ndim > 1:
+        err, v = err.mean(1), v.mean(1)
+    err, v = err.flatten(), v.flatten()
+    if rank:
+        err, v = _ranks(err), _ranks(v)
     a, b = err - err.mean(), v - v.mean()
     denom = (a.pow(2).sum() * b.pow(2).sum()).sqrt()
     return float("nan") if denom == 0 else ((a * b).sum() / denom).item()
@@ -93,6 +105,13 @@ def psnr(pred: Any, target: Any, data_range: float = 1.0) -> float:
         raise VarbayesError("psnr is infinite for an example predicted exactly; "
                             "compare images that differ")
     return (10 * torch.log10(peak**2 / mse)).mean().item()
+
+
+def _ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..n-1 of x with ties given their average rank (as scipy's rankdata, minus 1)."""
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return (first.to(x.dtype) + (counts.to(x.dtype) - 1) / 2)[inverse]
 
 
 def _rmse(m: torch.Tensor, t: torch.Tensor) -> float:

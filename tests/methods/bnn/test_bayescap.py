@@ -146,6 +146,18 @@ def test_baselines_on_a_toy_task() -> None:
     assert torch.equal(same, cap.frozen_outputs(x)) and bool((var_t > 0).all())
 
 
+def test_squared_error_regressor_finds_the_noise_scale() -> None:
+    x, y, frozen = toy(300)
+    xt, yt, _ = toy(200, seed=1)
+    task = bayescap_tasks.Task("toy", frozen, {}, x, y, xt, yt, xt, yt)
+    cfg = bayescap.Config(fraction=1.0, lr=1e-2, **small(epochs=15, batch_size=100))
+    cap = BayesCap(frozen, bayescap.cap_config(cfg))
+    out, var = bayescap_tasks.error_regression(cap, task, cfg, seed=0)
+    assert torch.equal(out, cap.frozen_outputs(xt)) and var.shape == yt.shape
+    true_var = (0.05 + 0.5 * xt[:, 0].abs()) ** 2
+    assert float(torch.corrcoef(torch.stack([var, true_var]))[0, 1]) > 0.8
+
+
 def test_restoration_data_is_fixed_and_degraded() -> None:
     a, b = bayescap_tasks.restoration_data(0.1), bayescap_tasks.restoration_data(0.1)
     assert torch.equal(a["x_test"], b["x_test"])

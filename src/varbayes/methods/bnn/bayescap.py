@@ -180,10 +180,8 @@ class BayesCap:
         monitored (training history), never used to choose anything."""
         x, y = _pair(data, "data")
         y_hat = self.frozen_outputs(x, y)
-        n = len(x)
-        keep = max(1, round(self.cfg.fraction * n))
-        gen = torch.Generator().manual_seed(self.cfg.seed)
-        idx = torch.randperm(n, generator=gen)[:keep].sort().values
+        idx = cap_subset(len(x), self.cfg.fraction, self.cfg.seed)
+        keep = len(idx)
         y_hat, y = y_hat[idx], y[idx]
         torch.manual_seed(self.cfg.seed)
         self.cap = _new_cap(self.cfg, tuple(y.shape[1:]))
@@ -363,6 +361,13 @@ def cap_config(cfg: CapConfig) -> CapConfig:
     """The cap's own settings out of a run's Config."""
     names = {f.name for f in dataclasses.fields(CapConfig)}
     return CapConfig(**{k: v for k, v in cfg.to_dict().items() if k in names})
+
+
+def cap_subset(n: int, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted indices of the `fraction` of n examples the cap trains on (seeded, at least 1)."""
+    keep = max(1, round(fraction * n))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:keep].sort().values
 
 
 def _loss_text(loss: str) -> str:

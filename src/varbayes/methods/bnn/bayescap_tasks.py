@@ -31,7 +31,7 @@ from varbayes.errors import VarbayesError
 from varbayes.method import RunContext
 from varbayes.nn.gengauss import gg_nll
 from varbayes.nn.heads import gaussian_params
-from varbayes.nn.networks import build_network
+from varbayes.nn.networks import MLP, build_network
 from varbayes.train import Learner, Step, TrainConfig, fit
 
 if TYPE_CHECKING:
@@ -227,6 +227,57 @@ def constant_variance(cap: BayesCap, task: Task, x: torch.Tensor) -> tuple[torch
     return y_hat, torch.full_like(y_hat, float(mse))
 
 
+class SquaredErrorRegressor(Learner):
+    """An MLP from the frozen output to the squared error of each element, fitted by least
+    squares: an estimate of E[err^2 | y_hat], the variance that maximises the correlation with
+    the error among functions of y_hat. Not a calibrated method; a reference point for the cap,
+    which sees the same input. Inputs are standardised and targets divided by their mean, and
+    the output starts at that mean, so the softplus output does not die on tiny errors."""
+
+    SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(SOFTPLUS_ONE) = 1
+
+    def __init__(self, d: int, width: int, depth: int, loc: float, scale: float,
+                 err_scale: float) -> None:
+        super().__init__()
+        self.network = MLP(d, [width] * depth, d)
+        self.loc, self.scale, self.err_scale = loc, scale, err_scale
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """Predicted squared error, in the targets' units squared."""
+        return self.err_scale * self._relative(y_hat)
+
+    def _relative(self, y_hat: torch.Tensor) -> torch.Tensor:
+        z = (y_hat.reshape(len(y_hat), -1) - self.loc) / self.scale
+        out = nn.functional.softplus(self.network(z) + self.SOFTPLUS_ONE)
+        return out.reshape(y_hat.shape)
+
+    def training_loss(self, y_hat: torch.Tensor, err2: torch.Tensor, step: Step) -> torch.Tensor:
+        return (self._relative(y_hat) - err2 / self.err_scale).pow(2).mean()
+
+
+def error_regression(cap: BayesCap, task: Task, cfg: Config,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frozen test output, E[err^2 | y_hat] from a SquaredErrorRegressor as wide and deep
+    as the cap, trained like it on the same fraction of the training split)."""
+    from varbayes.methods.bnn.bayescap import cap_subset
+
+    idx = cap_subset(len(task.x_train), cfg.fraction, seed)
+    y_hat = cap.frozen_outputs(task.x_train[idx])
+    err2 = (y_hat - task.y_train[idx]).pow(2)
+    torch.manual_seed(seed)
+    std = float(y_hat.std()) if y_hat.numel() > 1 else 1.0
+    model = SquaredErrorRegressor(y_hat[0].numel(), cfg.width, cfg.depth, float(y_hat.mean()),
+                                  std if std > 1e-8 else 1.0, max(float(err2.mean()), 1e-12))
+    train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            val_fraction=0.0)
+    fit(model, y_hat, err2, train_cfg, seed=seed, quiet=True,
+        description="squared-error regressor")
+    model.eval()
+    test_out = cap.frozen_outputs(task.x_test)
+    with torch.no_grad():
+        return test_out, model(test_out)
+
+
 def baseline_predictions(cap: BayesCap, task: Task, cfg: Config,
                          seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(mean, variance) on the test inputs of every baseline that applies to the task."""
@@ -302,7 +353,9 @@ def uncertainty_scores(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor, t
            "uce": metrics.uncertainty_calibration_error(mo, vo, yo, n_bins, "variance"),
            "uce_error_binned": metrics.uncertainty_calibration_error(mo, vo, yo, n_bins,
                                                                      "error"),
-           "corr": metrics.error_variance_correlation(mo, vo, yo)}
+           "corr": metrics.error_variance_correlation(mo, vo, yo),
+           "corr_spearman": metrics.error_variance_correlation(mo, vo, yo, rank=True),
+           "corr_image": metrics.error_variance_correlation(mo, vo, yo, per="example")}
     if task.data_range is not None:
         out["psnr"] = metrics.psnr(m2, y2, task.data_range)
     return out
