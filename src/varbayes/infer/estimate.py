@@ -422,9 +422,12 @@ def _align_exact(t: torch.Tensor, value: torch.Tensor, name: str, kind: str) -> 
     """`t` broadcast elementwise against the value; enumeration and MVD weight value
     elements one by one, so every batch dim of the site must be 1 or the value's."""
     t, extra = _right_align(t, value)
-    ok = all(s == 1 for s in t.shape[:extra])
-    t = t.reshape(t.shape[extra:]) if ok else t
-    if not ok or any(a != 1 and a != b for a, b in zip(t.shape, value.shape)):
+    ok = True
+    if extra:
+        ok = all(s == 1 for s in t.shape[:extra])
+        t = t.reshape(t.shape[extra:]) if ok else t
+    if not ok or (t.shape != value.shape
+                  and any(a != 1 and a != b for a, b in zip(t.shape, value.shape))):
         raise VarbayesError(
             f"strategy {kind} on site {name!r} needs the objective's value to keep the site's "
             f"batch dims (site {tuple(t.shape)}, value {tuple(value.shape)}); use reinforce "

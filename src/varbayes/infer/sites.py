@@ -180,13 +180,13 @@ def _check_batch_dims(site: Site) -> None:
     inner = s.plates + s.particle_dims
     if len(shape) <= inner:
         return
-    for i, size in enumerate(shape):
-        pos = len(shape) - i  # 1 = rightmost
-        if size != 1 and inner < pos <= s.plates + MAX_PARTICLE_DIMS:
-            raise VarbayesError(
-                f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
-                f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
-                "dims with Independent(fn, k) or set plates")
+    # the dims at positions inner+1 .. plates+MAX_PARTICLE_DIMS from the right must be 1
+    undeclared = shape[max(len(shape) - s.plates - MAX_PARTICLE_DIMS, 0):len(shape) - inner]
+    if any(size != 1 for size in undeclared):
+        raise VarbayesError(
+            f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
+            f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
+            "dims with Independent(fn, k) or set plates")
 
 
 MAX_PARTICLE_DIMS = 8
