@@ -80,7 +80,7 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if loc.requires_grad or scale.requires_grad:
+    if loc.requires_grad or scale.requires_grad or torch.compiler.is_compiling():
         return None
     key = (id(loc), loc._version, id(scale), scale._version)
     cached = base.__dict__.get("_varbayes_const")
