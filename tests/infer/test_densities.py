@@ -105,3 +105,12 @@ def test_support_log_prob_of_another_categorical_at_an_enumerated_value() -> Non
     assert densities.support_log_prob(fn, (3, 2, 5)) is None  # a dim the site does not have
     small = Categorical(logits=torch.randn(3), validate_args=False)
     assert densities.support_log_prob(small, (3, 1, 5)) is None  # batch dims differ
+
+
+def test_constant_normal_of_inference_tensors_is_scored_without_a_cache() -> None:
+    with torch.inference_mode():
+        fn = Normal(torch.zeros(3), torch.ones(3), validate_args=False)
+        v = torch.randn(3)
+        for _ in range(3):
+            torch.testing.assert_close(densities.log_prob(fn, v), fn.log_prob(v))
+    torch.testing.assert_close(densities.log_prob(fn, v.clone()), fn.log_prob(v))

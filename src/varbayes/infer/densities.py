@@ -35,7 +35,7 @@ def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     base = fn.base_dist if type(fn) is Independent else fn
     if type(base) is Normal:
         loc = base.loc
-        eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
+        eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
         return torch.addcmul(loc, eps, base.scale), eps
     return fn.rsample(), None
 
@@ -72,6 +72,8 @@ def log_prob(fn: Distribution, value: torch.Tensor,
         lp = base.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)  # normalised
     else:
         return fn.log_prob(value)
+    if dims == 1:
+        return lp.sum(-1)
     return lp.sum(tuple(range(-dims, 0))) if dims else lp
 
 
@@ -80,8 +82,9 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if loc.requires_grad or scale.requires_grad or torch.compiler.is_compiling():
-        return None
+    if (loc.requires_grad or scale.requires_grad or loc.is_inference() or scale.is_inference()
+            or torch.compiler.is_compiling()):
+        return None  # inference tensors keep no version counter: nothing to key a cache on
     key = (id(loc), loc._version, id(scale), scale._version)
     cached = base.__dict__.get("_varbayes_const")
     if cached is None or cached[0] != key:
