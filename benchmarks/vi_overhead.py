@@ -7,13 +7,16 @@
    categorical assignment per point, with an amortised guide over the assignments:
    REINFORCE (varbayes / Pyro `TraceGraph_ELBO`) and enumeration, parallel and sequential
    (varbayes / Pyro `TraceEnum_ELBO` with guide-side parallel enumeration); goal <= 0.25.
+   A hand-written epoch (the exact sum over assignments, or a score-function surrogate)
+   shows how much of each ratio is overhead: hand / Pyro bounds what removing it can reach.
 
 Validation of distribution arguments is off on both sides (Pyro: `enable_validation(False)`;
 varbayes: `validate_args=False` in the programs), as in a tuned training loop.
-Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall]`. By default torch
-runs one thread and the timer counts this process's CPU time (`time.process_time`), which
-other processes on a busy machine do not inflate; `--wall` times wall clock with the default
-threads instead.
+Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]`
+(`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead goes).
+By default torch runs one thread and the timer counts this process's CPU time
+(`time.process_time`), which other processes on a busy machine do not inflate; `--wall` times
+wall clock with the default threads instead.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import time
 import torch
 from _timing import machine, markdown, median_times
 from torch import nn
-from torch.distributions import Categorical, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Independent, Normal
 
 from varbayes import infer
 from varbayes.methods.vi.vae import VAE
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="30 repeats, batches 64 and 1024")
     parser.add_argument("--wall", action="store_true",
                         help="wall-clock time with torch's default threads")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only where a batch-64 VAE step's time goes (1500 repeats)")
     args = parser.parse_args()
     repeats = 30 if args.quick else args.repeats
     batches = (64, 1024) if args.quick else BATCHES
@@ -48,6 +53,9 @@ def main() -> None:
     if not args.wall:
         torch.set_num_threads(1)
         CLOCK = time.process_time
+    if args.breakdown:
+        print(breakdown_table(64, 1500 if not args.quick else 100))
+        return
     pyro = _pyro()
     clock = "wall clock" if args.wall else "process CPU time, 1 thread"
     print(f"machine: {machine()}; pyro {pyro.__version__ if pyro else 'not installed'}; "
@@ -123,6 +131,55 @@ def _pyro_vae_guide(pyro: object, vae: VAE, x: torch.Tensor) -> None:
         pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
 
+def breakdown_table(batch: int, repeats: int) -> str:
+    """The VAE step in stages: hand-written; the tensor operations varbayes runs, written out;
+    the same through the programs' distribution objects and `varbayes.infer.densities`; the
+    full estimate (handlers, traces, estimator)."""
+    torch.manual_seed(0)
+    vae = VAE()
+    x = (torch.rand(batch, 64) < 0.3).float()
+    _varbayes_step(vae, x)  # the VAE's prior object now exists and is cached
+    contenders = {"hand-written": lambda: _hand_step(vae, x),
+                  "varbayes' ops written out": lambda: _ops_step(vae, x),
+                  "+ distribution objects": lambda: _objects_step(vae, x),
+                  "varbayes (+ handlers, traces, estimator)": lambda: _varbayes_step(vae, x)}
+    t = median_times(contenders, repeats=repeats, warmup=20, clock=CLOCK)
+    base = t["hand-written"]
+    rows = [[name, 1e3 * v, v / base] for name, v in t.items()]
+    return (f"VAE step at batch {batch}, in stages (median of {repeats})\n\n"
+            + markdown(["stage", "ms", "/ hand-written"], rows))
+
+
+def _ops_step(vae: VAE, x: torch.Tensor) -> None:
+    from varbayes.infer.densities import _LOG_SQRT_2PI, _constant_normal
+
+    vae.zero_grad(set_to_none=True)
+    loc, log_scale = vae.encoder(x).chunk(2, -1)
+    scale = log_scale.exp()
+    eps = torch.randn(loc.shape)
+    z = torch.addcmul(loc, eps, scale)
+    logits = vae.decoder(z)
+    log_q = torch.addcmul(scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5).neg_().sum(-1)
+    norm = _constant_normal(vae.prior(x).base_dist)[1]
+    log_p = torch.addcmul(norm, z, z, value=0.5).neg_().sum(-1)
+    loglik = (-nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+              ).sum(-1)
+    (-(loglik - (log_q - log_p)).mean()).backward()
+
+
+def _objects_step(vae: VAE, x: torch.Tensor) -> None:
+    from varbayes.infer import densities
+
+    vae.zero_grad(set_to_none=True)
+    loc, log_scale = vae.encoder(x).chunk(2, -1)
+    q = Independent(Normal(loc, log_scale.exp(), validate_args=False), 1)
+    z, eps = densities.rsample(q)
+    lik = Independent(Bernoulli(logits=vae.decoder(z), validate_args=False), 1)
+    log_q = densities.log_prob(q, z, eps)
+    log_p = densities.log_prob(vae.prior(x), z)
+    (-(densities.log_prob(lik, x) - (log_q - log_p)).mean()).backward()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. a discrete latent: a Gaussian mixture with an assignment per point
 
@@ -160,7 +217,11 @@ def mixture_table(repeats: int, pyro: object) -> str:
         torch.manual_seed(0)
         mix = Mixture()
         opt = torch.optim.Adam(mix.parameters(), lr=1e-2)
-        contenders = {"varbayes": lambda s=strategy, m=mix, o=opt: _varbayes_epoch(m, o, x, s)}
+        hmix = Mixture()
+        hmix.load_state_dict(mix.state_dict())
+        hopt = torch.optim.Adam(hmix.parameters(), lr=1e-2)
+        contenders = {"varbayes": lambda s=strategy, m=mix, o=opt: _varbayes_epoch(m, o, x, s),
+                      "hand": lambda s=strategy, m=hmix, o=hopt: _hand_epoch(m, o, x, s)}
         if pyro is not None:
             pmix = Mixture()
             pmix.load_state_dict(mix.state_dict())
@@ -170,13 +231,13 @@ def mixture_table(repeats: int, pyro: object) -> str:
             contenders["pyro"] = lambda s=strategy, lo=loss, m=pmix, o=popt: _pyro_epoch(
                 pyro, lo, m, o, x, s)
         t = median_times(contenders, repeats=repeats, warmup=2, clock=CLOCK)
-        row = [strategy, 1e3 * t["varbayes"]]
+        row = [strategy, 1e3 * t["hand"], 1e3 * t["varbayes"], t["varbayes"] / t["hand"]]
         if pyro is not None:
-            row += [peer, 1e3 * t["pyro"], t["varbayes"] / t["pyro"]]
+            row += [peer, 1e3 * t["pyro"], t["varbayes"] / t["pyro"], t["hand"] / t["pyro"]]
         rows.append(row)
-    header = ["estimator", "varbayes ms/epoch"]
+    header = ["estimator", "hand-written ms/epoch", "varbayes ms/epoch", "varbayes / hand"]
     if pyro is not None:
-        header += ["Pyro", "Pyro ms/epoch", "varbayes / Pyro"]
+        header += ["Pyro", "Pyro ms/epoch", "varbayes / Pyro", "hand / Pyro"]
     return (f"Gaussian mixture, one epoch of 10 minibatches of 100 (median of {repeats})\n\n"
             + markdown(header, rows))
 
@@ -194,6 +255,28 @@ def _varbayes_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
         est = infer.estimate(infer.elbo(), mix.model, mix.guide, x[idx], plates=1,
                              data_size=len(x), strategies=strategies)
         est.loss().backward()
+        opt.step()
+
+
+def _hand_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
+                strategy: str) -> None:
+    """The same epoch written out: the exact sum over the 3 assignments (both enumeration
+    rows), or one sampled assignment per point with the score-function surrogate."""
+    log_prior = -math.log(mix.means.shape[0])
+    for idx in _batches(len(x)):
+        xb = x[idx]
+        opt.zero_grad(set_to_none=True)
+        log_q = torch.log_softmax(mix.encoder(xb), -1)  # (B, K)
+        if strategy == "reinforce":
+            c = torch.multinomial(log_q.detach().exp(), 1).squeeze(-1)
+            lq = log_q.gather(-1, c[:, None]).squeeze(-1)
+            ll = -0.5 * ((xb - mix.means[c]) ** 2).sum(-1) - math.log(2 * math.pi)
+            w = ll + log_prior - lq
+            loss = -(w + w.detach() * lq).mean()
+        else:
+            ll = -0.5 * ((xb[:, None, :] - mix.means) ** 2).sum(-1) - math.log(2 * math.pi)
+            loss = -(log_q.exp() * (ll + log_prior - log_q)).sum(-1).mean()
+        loss.backward()
         opt.step()
 
 

@@ -76,3 +76,41 @@ def test_other_distributions_and_validation_fall_back_to_torch() -> None:
         densities.log_prob(Bernoulli(logits=torch.zeros(2), validate_args=True),
                            torch.tensor([0.5, 1.0]))
     assert densities.support_log_prob(Bernoulli(logits=torch.zeros(2)), (2, 2)) is None
+
+
+@pytest.mark.parametrize("loc0, scale0", [(0.0, 1.0), (1.5, 0.5)])
+def test_reused_constant_normal_caches_its_normaliser_and_stays_exact(loc0, scale0) -> None:
+    """A fixed prior scored again keeps log scale + log sqrt(2 pi) (and, when standard,
+    skips the standardisation); values and value-gradients stay torch's, also after the
+    parameters change in place."""
+    loc, scale = torch.full((4, 3), loc0), torch.full((4, 3), scale0)
+    fn = Independent(Normal(loc, scale, validate_args=False), 1)
+    for step in range(4):
+        if step == 3:
+            loc.add_(0.25)  # in place: the cache must not go stale
+        v = torch.randn(4, 3, requires_grad=True)
+        fused, ref = densities.log_prob(fn, v), fn.log_prob(v)
+        torch.testing.assert_close(fused, ref)
+        torch.testing.assert_close(_grads(fused, [v])[0], _grads(ref, [v])[0])
+    assert "_varbayes_const" in fn.base_dist.__dict__
+
+
+def test_support_log_prob_of_another_categorical_at_an_enumerated_value() -> None:
+    """A model's Categorical scored at a guide's enumerated support: its logits moved first
+    when the support size and batch dims agree, None (torch's log_prob) otherwise."""
+    fn = Categorical(logits=torch.randn(5, 3), validate_args=False)
+    support = torch.arange(3).reshape(3, 1, 1).expand(3, 1, 5)
+    torch.testing.assert_close(densities.support_log_prob(fn, (3, 1, 5)), fn.log_prob(support))
+    assert densities.support_log_prob(fn, (4, 1, 5)) is None  # another support size
+    assert densities.support_log_prob(fn, (3, 2, 5)) is None  # a dim the site does not have
+    small = Categorical(logits=torch.randn(3), validate_args=False)
+    assert densities.support_log_prob(small, (3, 1, 5)) is None  # batch dims differ
+
+
+def test_constant_normal_of_inference_tensors_is_scored_without_a_cache() -> None:
+    with torch.inference_mode():
+        fn = Normal(torch.zeros(3), torch.ones(3), validate_args=False)
+        v = torch.randn(3)
+        for _ in range(3):
+            torch.testing.assert_close(densities.log_prob(fn, v), fn.log_prob(v))
+    torch.testing.assert_close(densities.log_prob(fn, v.clone()), fn.log_prob(v))

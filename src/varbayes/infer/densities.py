@@ -9,6 +9,13 @@ the same value and gradient), where eps carries no gradient: `rsample` keeps eps
 plain gather for a Categorical at values of its batch shape; it falls back to the
 distribution's own `log_prob` for everything else, and whenever the distribution validates its
 arguments (so that invalid values still raise torch's error).
+
+A Normal whose parameters carry no gradient (a fixed prior) that is scored a second time
+keeps its normaliser log scale + log sqrt(2 pi) on the distribution object, and whether it is
+standard (loc 0, scale 1: then eps is the value itself), so a program that reuses the object
+(a cached prior) pays for neither again, and one that builds a new object per call pays
+nothing extra; the cache is keyed on the parameters' version counters, so in-place changes
+invalidate it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     base = fn.base_dist if type(fn) is Independent else fn
     if type(base) is Normal:
         loc = base.loc
-        eps = torch.randn(loc.shape, dtype=loc.dtype, device=loc.device)
+        eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
         return torch.addcmul(loc, eps, base.scale), eps
     return fn.rsample(), None
 
@@ -42,12 +49,20 @@ def log_prob(fn: Distribution, value: torch.Tensor,
         dims, base = fn.reinterpreted_batch_ndims, fn.base_dist
     kind = type(base)
     if kind is Normal:
-        if eps is None:
-            if base._validate_args:
-                return fn.log_prob(value)
-            eps = (value - base.loc) / base.scale
-        # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
-        lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5).neg_()
+        if eps is None and base._validate_args:
+            return fn.log_prob(value)
+        const = _constant_normal(base)
+        if const is not None:
+            standard, norm = const
+            if eps is None:
+                eps = value if standard else (value - base.loc) / base.scale
+            lp = torch.addcmul(norm, eps, eps, value=0.5).neg_()
+        else:
+            if eps is None:
+                eps = (value - base.loc) / base.scale
+            # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
+            lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps,
+                               value=0.5).neg_()
     elif kind is Bernoulli and not base._validate_args:
         logits = base.logits
         if logits.shape != value.shape:
@@ -57,13 +72,44 @@ def log_prob(fn: Distribution, value: torch.Tensor,
         lp = base.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)  # normalised
     else:
         return fn.log_prob(value)
+    if dims == 1:
+        return lp.sum(-1)
     return lp.sum(tuple(range(-dims, 0))) if dims else lp
+
+
+def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
+    """(standard?, log scale + log sqrt(2 pi)) of a Normal whose parameters need no
+    gradient, cached on the object from its second scoring on; None when a parameter
+    requires grad or the object is new (first use: only remember that it was seen)."""
+    loc, scale = base.loc, base.scale
+    if (loc.requires_grad or scale.requires_grad or loc.is_inference() or scale.is_inference()
+            or torch.compiler.is_compiling()):
+        return None  # inference tensors keep no version counter: nothing to key a cache on
+    key = (id(loc), loc._version, id(scale), scale._version)
+    cached = base.__dict__.get("_varbayes_const")
+    if cached is None or cached[0] != key:
+        base.__dict__["_varbayes_const"] = (key, None)
+        return None
+    if cached[1] is not None:
+        return cached[1]
+    with torch.no_grad():
+        standard = bool((loc == 0).all()) and bool((scale == 1).all())
+        norm = scale.log().add_(_LOG_SQRT_2PI)
+    base.__dict__["_varbayes_const"] = (key, (standard, norm))
+    return standard, norm
 
 
 def support_log_prob(fn: Distribution, shape: tuple[int, ...]) -> torch.Tensor | None:
     """log fn(v) at its enumerated support reshaped to `shape` (K leading), without
     evaluating it: a Categorical's logits with the category dim moved first (None for other
     distributions, whose `log_prob` then runs at the values)."""
-    if type(fn) is Categorical and not fn._validate_args:
-        return fn.logits.movedim(-1, 0).reshape(shape)
-    return None
+    if type(fn) is not Categorical or fn._validate_args:
+        return None
+    logits = fn.logits
+    batch = logits.shape[:-1]
+    n = len(batch)
+    if logits.shape[-1] != shape[0] or (n and tuple(shape[-n:]) != tuple(batch)):
+        return None  # another support size, or batch dims the value does not have
+    if any(s != 1 for s in shape[1:len(shape) - n]):
+        return None
+    return logits.movedim(-1, 0).reshape(shape)

@@ -104,7 +104,7 @@ def estimate(
     surrogate = value if same else _strip(surrogate, natural)
     if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
-    unknown = sorted(set(strategies) - explorer.seen)
+    unknown = sorted(set(strategies) - explorer.seen) if strategies else ()
     if unknown:
         raise VarbayesError(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
@@ -151,9 +151,15 @@ class _Run(Handler):
         self.owned: list[_Draw] = []
         self.seen: set[str] = set()
         self.enum_count = 0
+        self.enumerated: dict[str, torch.Tensor] = {}  # parallel-enumerated values, by site
 
     def process(self, site: Site) -> None:
-        if site.value is not None or site.observed or site.detach:
+        if site.value is not None:
+            if self.enumerated and self.enumerated.get(site.name) is site.value:
+                # a model site scored at a guide's enumerated support (replayed)
+                site.cache_support_log_prob(tuple(site.value.shape))
+            return
+        if site.observed or site.detach:
             return
         pos = self.position
         self.position += 1
@@ -168,12 +174,14 @@ class _Run(Handler):
         if isinstance(strategy, Enum) and strategy.parallel:
             dim = enum_dim(self.enum_count)
             self.enum_count += 1
-            support = site.fn.enumerate_support(expand=True)  # (K, *batch, *event)
+            support = site.fn.enumerate_support(expand=False)  # (K, 1.., *event)
             batch = tuple(site.fn.batch_shape)
-            shape = ((support.shape[0],) + (1,) * (-dim - 1 - len(batch)) + batch
-                     + tuple(site.fn.event_shape))
-            site.value = support.reshape(shape)
+            event = tuple(site.fn.event_shape)
+            pad = (1,) * (-dim - 1)
+            shape = (support.shape[0],) + pad[len(batch):] + batch + event
+            site.value = support.reshape((support.shape[0],) + pad + event).expand(shape)
             site.cache_support_log_prob(shape)
+            self.enumerated[site.name] = site.value
             if pos > self.last:
                 self.owned.append(_Draw(site, strategy, dim))
             return
@@ -254,7 +262,9 @@ class _Explorer:
             value, surrogate, baseline_loss = self._mvd(decisions, branch)
         if execution.enum_count:  # room for every parallel-enumeration dim
             width = self.plates + MAX_PARTICLE_DIMS + execution.enum_count
-            value, surrogate = _pad(value, width), _pad(surrogate, width)
+            same = surrogate is value
+            value = _pad(value, width)
+            surrogate = value if same else _pad(surrogate, width)
         if not value_only:
             for draw in execution.owned:
                 if isinstance(draw.strategy, Reinforce):
@@ -315,8 +325,15 @@ def _contract(draw: _Draw, value: torch.Tensor, surrogate: torch.Tensor,
     dim, site = draw.dim, draw.site
     p = site.log_prob.exp()
     k = p.shape[dim]
-    value, surrogate = _expand_dim(value, dim, k), _expand_dim(surrogate, dim, k)
+    same = surrogate is value
+    value = _expand_dim(value, dim, k)
     p = _align_exact(p, value, site.name, "enum")
+    if same and not value_only:
+        # no estimator terms inside: the exact sum, whose autograd gradient is the
+        # surrogate's sum_k [p_k grad v_k + v_k grad p_k], in one product and sum
+        new = (p * value).sum(dim, keepdim=True)
+        return new, new
+    surrogate = value if same else _expand_dim(surrogate, dim, k)
     pd = p.detach()
     new_value = (pd * value).sum(dim, keepdim=True)
     if value_only:
@@ -405,9 +422,12 @@ def _align_exact(t: torch.Tensor, value: torch.Tensor, name: str, kind: str) -> 
     """`t` broadcast elementwise against the value; enumeration and MVD weight value
     elements one by one, so every batch dim of the site must be 1 or the value's."""
     t, extra = _right_align(t, value)
-    ok = all(s == 1 for s in t.shape[:extra])
-    t = t.reshape(t.shape[extra:]) if ok else t
-    if not ok or any(a != 1 and a != b for a, b in zip(t.shape, value.shape)):
+    ok = True
+    if extra:
+        ok = all(s == 1 for s in t.shape[:extra])
+        t = t.reshape(t.shape[extra:]) if ok else t
+    if not ok or (t.shape != value.shape
+                  and any(a != 1 and a != b for a, b in zip(t.shape, value.shape))):
         raise VarbayesError(
             f"strategy {kind} on site {name!r} needs the objective's value to keep the site's "
             f"batch dims (site {tuple(t.shape)}, value {tuple(value.shape)}); use reinforce "

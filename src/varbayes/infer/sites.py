@@ -29,6 +29,10 @@ from varbayes.errors import VarbayesError
 from varbayes.infer import densities
 
 _HANDLERS: list[Handler] = []
+# the handlers' own process / postprocess methods (handlers that keep the base class's no-op
+# are left out), innermost first and outermost first: the per-site dispatch of `sample`
+_PROCESS: list[Callable[[Site], None]] = []
+_POSTPROCESS: list[Callable[[Site], None]] = []
 
 
 @dataclass
@@ -98,8 +102,9 @@ class Site:
         return self._log_prob
 
     def cache_support_log_prob(self, shape: tuple[int, ...]) -> None:
-        """The value is fn's enumerated support reshaped to `shape`: cache its log-density
-        where that is a view of fn's parameters (a Categorical's normalised logits)."""
+        """The value is an enumerated support 0..K-1 along its first dim, reshaped to `shape`:
+        cache its log-density where that is a view of fn's parameters (a Categorical's
+        normalised logits; otherwise it is computed from the value when asked)."""
         self._log_prob = densities.support_log_prob(self.fn, shape)
 
     def rsample(self) -> torch.Tensor:
@@ -134,8 +139,8 @@ def sample(
         if site.value is None:
             return site.rsample() if fn.has_rsample else fn.sample()
         return site.value
-    for handler in reversed(_HANDLERS):  # innermost first
-        handler.process(site)
+    for process in _PROCESS:  # innermost first
+        process(site)
     if site.value is None:
         if site.fn.has_rsample and not site.detach:
             site.rsample()
@@ -146,8 +151,8 @@ def sample(
         s = _SCOPES[-1]
         if len(site.fn.batch_shape) > s.plates + s.particle_dims:
             _check_batch_dims(site)
-    for handler in _HANDLERS:
-        handler.postprocess(site)
+    for postprocess in _POSTPROCESS:
+        postprocess(site)
     return site.value
 
 
@@ -175,13 +180,13 @@ def _check_batch_dims(site: Site) -> None:
     inner = s.plates + s.particle_dims
     if len(shape) <= inner:
         return
-    for i, size in enumerate(shape):
-        pos = len(shape) - i  # 1 = rightmost
-        if size != 1 and inner < pos <= s.plates + MAX_PARTICLE_DIMS:
-            raise VarbayesError(
-                f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
-                f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
-                "dims with Independent(fn, k) or set plates")
+    # the dims at positions inner+1 .. plates+MAX_PARTICLE_DIMS from the right must be 1
+    undeclared = shape[max(len(shape) - s.plates - MAX_PARTICLE_DIMS, 0):len(shape) - inner]
+    if any(size != 1 for size in undeclared):
+        raise VarbayesError(
+            f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
+            f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
+            "dims with Independent(fn, k) or set plates")
 
 
 MAX_PARTICLE_DIMS = 8
@@ -202,13 +207,29 @@ class Handler:
     """A context manager on the handler stack; `process` runs before a site's value is chosen
     (innermost handler first), `postprocess` after (outermost first)."""
 
+    _has_process = False
+    _has_postprocess = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._has_process = cls.process is not Handler.process
+        cls._has_postprocess = cls.postprocess is not Handler.postprocess
+
     def __enter__(self) -> Handler:
         _HANDLERS.append(self)
+        if self._has_process:
+            _PROCESS.insert(0, self.process)
+        if self._has_postprocess:
+            _POSTPROCESS.append(self.postprocess)
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert _HANDLERS and _HANDLERS[-1] is self, "handlers must be exited in order"
         _HANDLERS.pop()
+        if self._has_process:
+            del _PROCESS[0]
+        if self._has_postprocess:
+            _POSTPROCESS.pop()
 
     def process(self, site: Site) -> None:
         """Called before the value is chosen."""

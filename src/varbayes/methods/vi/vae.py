@@ -32,13 +32,25 @@ class VAE(nn.Module):
                                      nn.Linear(hidden, 2 * latent))
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(),
                                      nn.Linear(hidden, n_in))
+        self._priors: dict[tuple, Independent] = {}
 
     def model(self, x: torch.Tensor) -> None:
-        latent = self.sizes["latent"]
-        zeros = x.new_zeros(x.shape[:-1] + (latent,))
-        z = infer.sample("z", Independent(Normal(zeros, 1.0 + zeros, validate_args=False), 1))
+        z = infer.sample("z", self.prior(x))
         infer.sample("x", Independent(Bernoulli(logits=self.decoder(z), validate_args=False), 1),
                      obs=x)
+
+    def prior(self, x: torch.Tensor) -> Independent:
+        """The standard normal prior on z for a batch like x, built once per batch shape
+        (the same object each step, so its constant normaliser is computed once)."""
+        key = (x.shape[:-1], x.dtype, x.device)
+        prior = self._priors.get(key)
+        if prior is None:
+            if len(self._priors) >= 8:
+                self._priors.clear()
+            zeros = x.new_zeros(x.shape[:-1] + (self.sizes["latent"],))
+            prior = Independent(Normal(zeros, 1.0 + zeros, validate_args=False), 1)
+            self._priors[key] = prior
+        return prior
 
     def guide(self, x: torch.Tensor) -> None:
         loc, log_scale = self.encoder(x).chunk(2, -1)
