@@ -108,3 +108,28 @@ def test_a_user_prior_plugs_into_the_interface() -> None:
     x, y = prior.sample(2, 30)
     assert x.min() >= -3 and x.max() <= 3 and y.abs().max() <= 1
     assert prior.y_samples(250).shape == (250,)
+
+
+def test_hyperprior_predictive_reduces_to_the_gp_when_the_hyperpriors_are_sharp() -> None:
+    """Gamma hyperpriors with 0.5 % spread: the integrated predictive is the fixed GP's."""
+    theta = {"noise": 0.05, "lengthscale": 0.3, "outputscale": 1.5}
+    sharp = HyperGPPrior(**{k: (4e4, 4e4 / v) for k, v in theta.items()})
+    g = torch.Generator().manual_seed(3)
+    x, y = GPPrior(0.3, 1.5, 0.05, kernel="matern52").sample(2, 14, g)
+    xc, yc, xq, yq = x[:, :8], y[:, :8], x[:, 8:], y[:, 8:]
+    lp, ess = sharp.log_predictive(xc, yc, xq, yq, 256, g)
+    mean, var = gp_predictive(xc, yc, xq, 0.3, 1.5, 0.05, "matern52")
+    exact = -0.5 * (torch.log(2 * torch.pi * var) + (yq.double() - mean) ** 2 / var)
+    assert torch.allclose(lp, exact, atol=0.02)
+    assert (ess > 1).all() and (ess <= 512).all()
+
+
+def test_hyperprior_predictive_is_a_normalised_density() -> None:
+    prior = HyperGPPrior()
+    g = torch.Generator().manual_seed(4)
+    x, y = prior.sample(1, 6, g)
+    grid = torch.linspace(-60, 60, 1501)
+    xq = torch.full((1, len(grid), 1), 0.37)
+    lp, _ = prior.log_predictive(x, y, xq, grid[None], 128, g)
+    mass = float(torch.trapezoid(lp[0].exp(), grid.double()))
+    assert abs(mass - 1) < 2e-3

@@ -11,7 +11,13 @@ from typing import Any
 
 from varbayes.errors import VarbayesError, one_of
 from varbayes.priors.base import DatasetPrior
-from varbayes.priors.gp import GPPrior, HyperGPPrior, gp_predictive, kernel_matrix
+from varbayes.priors.gp import (
+    GPPrior,
+    HyperGPPrior,
+    gp_log_marginal,
+    gp_predictive,
+    kernel_matrix,
+)
 from varbayes.priors.mlp import MLPPrior
 
 PRIORS = ("gp", "gp-hyper", "mlp")
@@ -35,4 +41,4 @@ def build_prior(spec: dict[str, Any]) -> DatasetPrior:
 
 
 __all__ = ["DatasetPrior", "GPPrior", "HyperGPPrior", "MLPPrior", "PRIORS", "build_prior",
-           "gp_predictive", "kernel_matrix"]
+           "gp_log_marginal", "gp_predictive", "kernel_matrix"]
