@@ -99,6 +99,24 @@ def model_bytes(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) 
     return total
 
 
+def _to_model_device(model: nn.Module, example_input: Any) -> Any:
+    """`example_input` (tensor, tuple/list or dict of tensors) on the device of `model`'s first
+    parameter or buffer; unchanged when the model holds no tensors."""
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        first = next(iter(model.buffers()), None)
+    if first is None:
+        return example_input
+
+    def move(v: Any) -> Any:
+        return v.to(first.device) if isinstance(v, torch.Tensor) else v
+    if isinstance(example_input, Mapping):
+        return {k: move(v) for k, v in example_input.items()}
+    if isinstance(example_input, (tuple, list)):
+        return type(example_input)(move(v) for v in example_input)
+    return move(example_input)
+
+
 def layer_macs(model: nn.Module, example_input: Any) -> list[LayerCost]:
     """Weight layers in call order, with n_l, a_l and P_l, found by one forward pass.
 
@@ -106,7 +124,10 @@ def layer_macs(model: nn.Module, example_input: Any) -> list[LayerCost]:
     a leading batch dimension (one example is enough: costs are per example). The pass runs
     under `torch.no_grad()` in eval mode (so BatchNorm statistics do not move); every
     module's train/eval flag is restored afterwards. A layer called twice appears twice.
+    Tensor inputs are moved to the model's device first (a model trained on a GPU is counted
+    with CPU data).
     """
+    example_input = _to_model_device(model, example_input)
     found: list[LayerCost] = []
     hooks = []
     for name, m in _walk(model, _is_weight_layer):
