@@ -95,7 +95,7 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if (torch.compiler.is_compiling() or loc.requires_grad or scale.requires_grad
+    if (loc.requires_grad or scale.requires_grad or torch.compiler.is_compiling()
             or loc.is_inference() or scale.is_inference()):
         return None  # inference tensors keep no version counter: nothing to key a cache on
     key = (id(loc), loc._version, id(scale), scale._version)

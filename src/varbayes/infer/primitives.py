@@ -28,6 +28,7 @@ from torch.distributions import kl_divergence
 from varbayes.errors import VarbayesError
 from varbayes.infer.elbo import elbo_terms
 from varbayes.infer.sites import (
+    _SCOPES,
     Handler,
     Site,
     Trace,
@@ -85,7 +86,7 @@ def log_weight(
     dims) are divided by the data size of the scope. `analytic_kl` replaces log q - log p of a
     latent site by KL(q || p) where torch registers one (valid given the site's parents).
     """
-    s = current_scope()
+    s = _SCOPES[-1] if _SCOPES else current_scope()
     n, plates = s.data_size, s.plates
     # (local, global) sums of the log-likelihood and of log q - log p: a term is local when
     # it spans the plate dims (see `_split`); None for none, so no zeros enter the graph
