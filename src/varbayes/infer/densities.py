@@ -26,14 +26,21 @@ import torch
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from varbayes.infer import distributions as lean
+
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+# torch's classes and the cheaper-to-build subclasses of `varbayes.infer.distributions`
+_INDEPENDENT = frozenset({Independent, lean.Independent})
+_NORMAL = frozenset({Normal, lean.Normal})
+_BERNOULLI = frozenset({Bernoulli, lean.Bernoulli})
+_CATEGORICAL = frozenset({Categorical, lean.Categorical})
 
 
 def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A reparameterised draw from `fn` and, for a Normal, the standard-normal noise eps
     behind it (None otherwise). Draws the same random numbers as `fn.rsample()`."""
-    base = fn.base_dist if type(fn) is Independent else fn
-    if type(base) is Normal:
+    base = fn.base_dist if type(fn) in _INDEPENDENT else fn
+    if type(base) in _NORMAL:
         loc = base.loc
         eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
         return torch.addcmul(loc, eps, base.scale), eps
@@ -45,45 +52,51 @@ def log_prob(fn: Distribution, value: torch.Tensor,
     """log fn(value) summed over event dims; `eps` the noise of a Normal draw by `rsample`."""
     dims = 0
     base = fn
-    if type(fn) is Independent:
+    if type(fn) in _INDEPENDENT:
         dims, base = fn.reinterpreted_batch_ndims, fn.base_dist
     kind = type(base)
-    if kind is Normal:
+    negate = False  # lp holds -log fn(value): negate after summing (fewer elements)
+    if kind in _NORMAL:
         if eps is None and base._validate_args:
             return fn.log_prob(value)
         const = _constant_normal(base)
         if const is not None:
-            standard, norm = const
+            standard, neg_norm = const
             if eps is None:
                 eps = value if standard else (value - base.loc) / base.scale
-            lp = torch.addcmul(norm, eps, eps, value=0.5).neg_()
+            lp = torch.addcmul(neg_norm, eps, eps, value=-0.5)
+        elif eps is not None and not eps.requires_grad:
+            # the noise of our own draw: -(eps^2/2 + log sqrt(2 pi)) needs no gradient, so
+            # the graph holds only log scale and one subtraction
+            lp = eps.square().mul_(-0.5).sub_(_LOG_SQRT_2PI).sub(base.scale.log())
         else:
             if eps is None:
                 eps = (value - base.loc) / base.scale
             # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
-            lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps,
-                               value=0.5).neg_()
-    elif kind is Bernoulli and not base._validate_args:
+            lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5)
+            negate = True
+    elif kind in _BERNOULLI and not base._validate_args:
         logits = base.logits
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
-        lp = -binary_cross_entropy_with_logits(logits, value, reduction="none")
-    elif kind is Categorical and not base._validate_args and value.shape == base.batch_shape:
+        lp = binary_cross_entropy_with_logits(logits, value, reduction="none")
+        negate = True
+    elif kind in _CATEGORICAL and not base._validate_args and value.shape == base.batch_shape:
         lp = base.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)  # normalised
     else:
         return fn.log_prob(value)
-    if dims == 1:
-        return lp.sum(-1)
-    return lp.sum(tuple(range(-dims, 0))) if dims else lp
+    if dims:
+        lp = lp.sum(-1) if dims == 1 else lp.sum(tuple(range(-dims, 0)))
+    return lp.neg_() if negate else lp
 
 
 def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
-    """(standard?, log scale + log sqrt(2 pi)) of a Normal whose parameters need no
+    """(standard?, -(log scale + log sqrt(2 pi))) of a Normal whose parameters need no
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if (loc.requires_grad or scale.requires_grad or loc.is_inference() or scale.is_inference()
-            or torch.compiler.is_compiling()):
+    if (loc.requires_grad or scale.requires_grad or torch.compiler.is_compiling()
+            or loc.is_inference() or scale.is_inference()):
         return None  # inference tensors keep no version counter: nothing to key a cache on
     key = (id(loc), loc._version, id(scale), scale._version)
     cached = base.__dict__.get("_varbayes_const")
@@ -94,16 +107,16 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
         return cached[1]
     with torch.no_grad():
         standard = bool((loc == 0).all()) and bool((scale == 1).all())
-        norm = scale.log().add_(_LOG_SQRT_2PI)
-    base.__dict__["_varbayes_const"] = (key, (standard, norm))
-    return standard, norm
+        neg_norm = scale.log().add_(_LOG_SQRT_2PI).neg_()
+    base.__dict__["_varbayes_const"] = (key, (standard, neg_norm))
+    return standard, neg_norm
 
 
 def support_log_prob(fn: Distribution, shape: tuple[int, ...]) -> torch.Tensor | None:
     """log fn(v) at its enumerated support reshaped to `shape` (K leading), without
     evaluating it: a Categorical's logits with the category dim moved first (None for other
     distributions, whose `log_prob` then runs at the values)."""
-    if type(fn) is not Categorical or fn._validate_args:
+    if type(fn) not in _CATEGORICAL or fn._validate_args:
         return None
     logits = fn.logits
     batch = logits.shape[:-1]

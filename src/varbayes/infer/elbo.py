@@ -40,17 +40,17 @@ def elbo_terms(
         raise VarbayesError(f"n_train must be the (positive) number of training examples; "
                             f"got {n_train}")
     penalty = local_kl
-    if not _is_zero(kl):
+    if not (type(kl) in _NUMBERS and kl == 0):  # a plain 0: nothing to add (see _NUMBERS)
         penalty = penalty + kl / n_train
-    if _is_zero(penalty):
+    if type(penalty) in _NUMBERS and penalty == 0:
         return loglik
     beta = kl_weight * warmup
     return loglik - (penalty if beta == 1.0 else beta * penalty)
 
 
-def _is_zero(t: torch.Tensor | float) -> bool:
-    # plain 0 only: skipping it keeps zero-valued ops out of the autograd graph
-    return isinstance(t, (int, float)) and t == 0
+_NUMBERS = (int, float)
+"""Plain numbers: a zero among them is skipped, which keeps zero-valued ops out of the
+autograd graph (checked inline, without a call, on every step)."""
 
 
 def elbo_loss(

@@ -19,6 +19,7 @@ and so need the value to keep the site's batch dims (e.g. not inside an IWELBO's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,10 +88,11 @@ def estimate(
         raise VarbayesError(f"samples must be a positive integer; got {samples!r}")
 
     def run() -> Any:
-        if samples == 1:
-            return program(*args, **kwargs)
         with particles(samples):
             return program(*args, **kwargs)
+
+    if samples == 1:
+        run = functools.partial(program, *args, **kwargs)  # noqa: F811 (no extra frame)
 
     explorer = _Explorer(run, strategies, plates)
     push_scope(plates, data_size)
@@ -99,9 +101,11 @@ def estimate(
     finally:
         _SCOPES.pop()
     natural = plates + (samples > 1)
+    if value.dim() > natural or surrogate.dim() > natural:
+        same = surrogate is value
+        value = _strip(value, natural)
+        surrogate = value if same else _strip(surrogate, natural)
     same = surrogate is value
-    value = _strip(value, natural)
-    surrogate = value if same else _strip(surrogate, natural)
     if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
     unknown = sorted(set(strategies) - explorer.seen) if strategies else ()
@@ -214,16 +218,19 @@ def _decided_value(fn: Any, strategy: Strategy, d: _Decision) -> torch.Tensor:
     return torch.full_like(v, d.index)  # categorical MVD: every element at value d.index
 
 
+_CPU_GENERATOR = torch.default_generator
+
+
 class _RngState:
     """The torch random-number state at the start of an estimate, restored before each
     re-execution."""
 
     def __init__(self) -> None:
-        self.cpu = torch.get_rng_state()
+        self.cpu = _CPU_GENERATOR.get_state()  # torch.get_rng_state() without its wrapper
         self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
 
     def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
+        _CPU_GENERATOR.set_state(self.cpu)
         if self.cuda is not None:
             torch.cuda.set_rng_state_all(self.cuda)
 

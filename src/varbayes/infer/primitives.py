@@ -28,6 +28,7 @@ from torch.distributions import kl_divergence
 from varbayes.errors import VarbayesError
 from varbayes.infer.elbo import elbo_terms
 from varbayes.infer.sites import (
+    _SCOPES,
     Handler,
     Site,
     Trace,
@@ -36,6 +37,7 @@ from varbayes.infer.sites import (
     recording,
     replaying,
     run_traced,
+    scoring,
 )
 
 
@@ -56,13 +58,13 @@ def density(
     a guide choice the model does not have is an error (marginalise it with `marginal`).
     """
     vals = values.values if isinstance(values, Trace) else dict(values)
-    handler = replaying(vals, strict=True)
-    rec = recording()
-    with handler, rec:
+    rec = scoring(vals, strict=True)
+    with rec:
         out = model(*args, **kwargs)
     rec.trace.value = out
-    unused = sorted(set(vals) - handler.used) if len(handler.used) != len(vals) else ()
-    if unused:
+    if rec.used != len(vals):
+        sites = rec.trace.sites
+        unused = sorted(n for n in vals if n not in sites or sites[n].value is not vals[n])
         raise VarbayesError(
             f"unknown site {unused[0]!r}: the guide draws it but the model has no such latent "
             f"site (model sites: {', '.join(rec.trace.sites) or 'none'}); marginalise "
@@ -84,25 +86,34 @@ def log_weight(
     dims) are divided by the data size of the scope. `analytic_kl` replaces log q - log p of a
     latent site by KL(q || p) where torch registers one (valid given the site's parents).
     """
-    s = current_scope()
-    n = s.data_size
-    ll_terms: list[torch.Tensor] = []
-    kl_terms: list[torch.Tensor] = []
-    if q.density is not None:
-        kl_terms.append(q.density)
+    s = _SCOPES[-1] if _SCOPES else current_scope()
+    n, plates = s.data_size, s.plates
+    # (local, global) sums of the log-likelihood and of log q - log p: a term is local when
+    # it spans the plate dims (see `_split`); None for none, so no zeros enter the graph
+    local_ll = global_ll = local_kl = global_kl = None
+    density = q.density
+    if density is not None:
+        local_kl, global_kl = _split([density], plates)
     q_sites = q.sites
     for site in p.sites.values():  # one pass, in the model's order
         if site.observed:
-            ll_terms.append(site.log_prob)
-        elif q.density is not None:
-            kl_terms.append(-site.log_prob)
+            t = site.log_prob
+            if plates and (t.dim() < plates or t.shape[-plates:].numel() == 1):
+                global_ll = t if global_ll is None else global_ll + t
+            else:
+                local_ll = t if local_ll is None else local_ll + t
+            continue
+        if density is not None:
+            t = -site.log_prob
         else:
             q_site = q_sites.get(site.name)
             if q_site is None:
                 raise VarbayesError(f"site {site.name!r} of the model is not in the guide trace")
-            kl_terms.append(_kl(q_site, site) if analytic_kl else q_site.log_prob - site.log_prob)
-    local_ll, global_ll = _split(ll_terms, s.plates)
-    local_kl, global_kl = _split(kl_terms, s.plates)
+            t = _kl(q_site, site) if analytic_kl else q_site.log_prob - site.log_prob
+        if plates and (t.dim() < plates or t.shape[-plates:].numel() == 1):
+            global_kl = t if global_kl is None else global_kl + t
+        else:
+            local_kl = t if local_kl is None else local_kl + t
     if n is None:
         n = _plate_size(local_ll, s.plates)
     loglik = _add(local_ll, global_ll, n)

@@ -322,6 +322,29 @@ class replaying(Handler):
                 f"it too (guide sites: {', '.join(self.values) or 'none'})")
 
 
+class scoring(recording):
+    """`replaying` and `recording` in one handler (what `density` runs a model under): fix
+    unobserved sites to `values` (every one must have a value when `strict`) and collect the
+    run's trace; `used` counts the values used."""
+
+    def __init__(self, values: Mapping[str, torch.Tensor], strict: bool = False) -> None:
+        self.trace = Trace()
+        self.values, self.strict = values, strict
+        self.used = 0
+
+    def process(self, site: Site) -> None:
+        if site.observed or site.value is not None:
+            return
+        value = self.values.get(site.name)
+        if value is not None:
+            site.value = value
+            self.used += 1
+        elif self.strict:
+            raise VarbayesError(
+                f"site {site.name!r} of the model has no value to score: the guide must sample "
+                f"it too (guide sites: {', '.join(self.values) or 'none'})")
+
+
 class particles(Handler):
     """`with particles(n) as dim:` draws every site sampled inside as n independent copies
     along a new batch dimension `dim` (negative, left of the plates and of enclosing particle

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Independent, Normal
 
 from varbayes import infer
+from varbayes.infer.distributions import Bernoulli, Independent, Normal
 from varbayes.io import atomic_write_json, save_tensors
 
 FORMAT = "varbayes-model-1"
