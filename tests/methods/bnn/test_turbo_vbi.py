@@ -84,7 +84,7 @@ def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:
 def tiny(**kw: object) -> dict:
     return {"epochs": 4, "first_round": 2, "round_every": 1, "finetune_epochs": 1,
             "batch_size": 256, "eval_samples": 3, "val_samples": 2, "speed_repeats": 2,
-            "slab_scale": 2.0, "spike_growth": 3.0, **kw}
+            "slab_scale": 1.0, "spike_growth": 3.0, **kw}
 
 
 def test_learner_rounds_prune_and_compact(tmp_path: Path) -> None:

@@ -49,13 +49,13 @@ from varbayes.nn.networks import build_network
 from varbayes.train import TrainConfig, fit
 from varbayes.train.denormals import flush_denormals
 
-GRID = {"slab_scale": (2.0, 3.0, 4.0), "spike_growth": (1.0, 3.0, 10.0)}
+GRID = {"slab_scale": (2.0, 2.5, 3.0), "spike_growth": (3.0, 10.0)}
 MIN_COMPRESSION = 10.0  # the selection's constraint (the claim's threshold)
 QUICK = {"digits": {"epochs": 20, "first_round": 4, "round_every": 4, "finetune_epochs": 10,
                     "eval_samples": 10, "speed_repeats": 10}}
 FULL = {
     "digits": {"epochs": 40, "first_round": 5, "round_every": 5, "finetune_epochs": 50},
-    "mnist1d": {"epochs": 20, "first_round": 4, "round_every": 2, "finetune_epochs": 20},
+    "mnist1d": {"epochs": 40, "first_round": 4, "round_every": 4, "finetune_epochs": 20},
 }
 WORKERS = 2  # the full run spreads its (dataset, seed) runs over this many processes
 COLUMNS = ("accuracy", "nll", "ece", "weights_kept", "compression", "neurons_removed",
