@@ -181,8 +181,9 @@ def select_score(dataset: str, cfg: tv.Config, seed: int,
 
     ds = load(dataset)
     _, val = ds.validation_split(cfg.val_fraction, seed=seed)
-    run_ctx = RunContext("turbo-vbi", dataset, seed, out=ctx.out / "selection",
-                         quiet=ctx.quiet)
+    point = "-".join(f"{k}{getattr(cfg, k):g}" for k in GRID)  # one folder per grid point:
+    run_ctx = RunContext("turbo-vbi", dataset, seed,  # parallel workers never share checkpoints
+                         out=ctx.out / "selection" / f"{dataset}-{point}", quiet=ctx.quiet)
     torch.manual_seed(seed)
     learner, _ = tv.build(cfg, ds)
     tv.train(learner, ds, cfg, run_ctx)
