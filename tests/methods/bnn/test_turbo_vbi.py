@@ -84,7 +84,7 @@ def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:
 def tiny(**kw: object) -> dict:
     return {"epochs": 4, "first_round": 2, "round_every": 1, "finetune_epochs": 1,
             "batch_size": 256, "eval_samples": 3, "val_samples": 2, "speed_repeats": 2,
-            "slab_scale": 2.0, "spike_growth": 3.0, **kw}
+            "slab_scale": 1.0, "spike_growth": 3.0, **kw}
 
 
 def test_learner_rounds_prune_and_compact(tmp_path: Path) -> None:
@@ -273,3 +273,26 @@ def test_spike_growth_tightens_the_inactive_prior_after_the_first_round() -> Non
     learner.refresh_prior()
     for (b, b_bar), p in zip(first, learner.priors):
         assert p.b == pytest.approx(b) and p.b_bar == pytest.approx(b_bar / 16)
+
+
+def test_neuron_model_prunes_switched_off_units_as_a_whole() -> None:
+    """A round sets every hidden unit's q(z) (network BP); a unit with q(z = 1) < 0.5 loses
+    its whole row in the layer before and its whole column in the layer after."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5),
+                                                nn.ReLU(), nn.Linear(5, 3)), init_sigma=1e-3)
+    learner = tv.TurboLearner(net, "classification", tv.Config(slab_scale=1.0))
+    learner.refresh_prior()
+    assert [tuple(z.shape) for z in learner.units] == [(6,), (5,)]
+    for prior, z in zip(learner.priors, learner.units):
+        assert torch.allclose(prior.unit_logit, z)
+    for prior in learner.priors:
+        prior.post_logit.fill_(10.0)  # every weight active on its own
+    learner.priors[0].unit_logit.copy_(torch.tensor([5.0, -5.0, 5.0, 5.0, 5.0, 5.0]))
+    learner.priors[1].unit_logit.copy_(torch.tensor([5.0, 5.0, 5.0, -5.0, 5.0]))
+    masks = learner.masks()
+    assert not masks[0][1].any() and not masks[1][:, 1].any()
+    assert not masks[1][3].any() and not masks[2][:, 3].any()
+    assert int(sum(m.sum() for m in masks)) == 24 - 4 + 30 - 5 - 6 + 1 + 15 - 3

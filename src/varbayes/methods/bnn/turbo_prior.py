@@ -34,6 +34,7 @@ from torch import nn
 
 from varbayes.errors import VarbayesError
 from varbayes.infer.grid_bp import ChainFactor, grid_bp
+from varbayes.infer.neuron_bp import NeuronFactor, network_bp
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class PriorSettings:
     tau_update: Literal["textbook", "demo"] = "textbook"
     bp_sweeps: int = 10
     bp_damping: float = 0.5
+    support_model: Literal["neuron", "grid"] = "neuron"
+    neuron_prior: float = 0.5
+    neuron_ratio: float = 4.0
+    neuron_contrast: float = 100.0
+    neuron_iterations: int = 3
 
     def __post_init__(self) -> None:
         for name in ("active_shape", "inactive_shape", "slab_scale", "spike_ratio"):
@@ -62,7 +68,19 @@ class PriorSettings:
             raise VarbayesError(f"init_pi must be in (0, 1); got {self.init_pi}")
         if self.tau_update not in ("textbook", "demo"):
             raise VarbayesError(f"tau_update must be textbook or demo; got {self.tau_update!r}")
-        self.rows(), self.cols()  # validates the chain probabilities
+        if self.support_model not in ("neuron", "grid"):
+            raise VarbayesError(f"support_model must be neuron or grid; got "
+                                f"{self.support_model!r}")
+        if not (self.neuron_ratio > 0 and self.neuron_contrast > 1):
+            raise VarbayesError("neuron_ratio must be > 0 and neuron_contrast > 1")
+        self.rows(), self.cols(), self.neuron(0.1)  # validates the probabilities
+
+    def neuron(self, density: float) -> NeuronFactor:
+        """The unit factor for a hidden layer whose adjacent weights have mean q(s = 1) =
+        `density`: a live unit's weights are active with probability neuron_ratio x density
+        (within [1e-4, 0.5]), a dead unit's neuron_contrast times less often."""
+        on = min(0.5, max(1e-4, self.neuron_ratio * density))
+        return NeuronFactor(self.neuron_prior, on, on / self.neuron_contrast)
 
     def rows(self) -> ChainFactor:
         return ChainFactor(self.row_p01, self.row_p11)
@@ -90,6 +108,8 @@ class SupportPrior(nn.Module):
         self.register_buffer("post_logit", torch.full(shape, start))
         self.register_buffer("tau_shape", torch.full(shape, self.a))
         self.register_buffer("tau_rate", torch.ones(shape))
+        # log-odds that each output unit is on (neuron model; stays "on" otherwise)
+        self.register_buffer("unit_logit", torch.full(shape[:1], 30.0))
 
     @property
     def b(self) -> float:
@@ -166,3 +186,26 @@ class SupportPrior(nn.Module):
         self.prior_logit.copy_(out.extrinsic)
         self.post_logit.copy_(out.extrinsic + unary)
         return out.sweeps
+
+
+@torch.no_grad()
+def network_module_b(priors: list[SupportPrior], settings: PriorSettings) -> list[torch.Tensor]:
+    """Module B over all layers at once with the hidden units' neuron-level supports
+    (`varbayes.infer.neuron_bp`; each hidden layer's factor from the current mean q(s) of its
+    adjacent weights, an empirical-Bayes choice): the unary factors are Module A's extrinsic
+    messages, the field's messages become every weight's new prior, q(s) is refreshed.
+    Returns each hidden layer's unit log-odds of z = 1."""
+    s = settings
+    unaries = [p.post_logit - p.prior_logit for p in priors]
+    factors = []
+    for a, b in zip(priors, priors[1:]):
+        active = float(a.support.sum() + b.support.sum())
+        factors.append(s.neuron(active / (a.support.numel() + b.support.numel())))
+    out = network_bp(unaries, s.rows(), s.cols(), factors, s.p_start, s.neuron_iterations,
+                     s.bp_sweeps, s.bp_damping)
+    for p, ext, unary in zip(priors, out.extrinsic, unaries):
+        p.prior_logit.copy_(ext)
+        p.post_logit.copy_(ext + unary)
+    for p, z in zip(priors, out.units):
+        p.unit_logit.copy_(z)
+    return out.units

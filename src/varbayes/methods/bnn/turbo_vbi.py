@@ -37,7 +37,7 @@ from varbayes.methods.bnn.mfvi import (
     bayesian_model,
     posterior_mean_metrics,
 )
-from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior
+from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior, network_module_b
 from varbayes.methods.supervised import dataset_network_spec, load_network, model_meta
 from varbayes.metrics import layer_macs, structure_report, train_flops
 from varbayes.metrics.cost import as_dense, count_parameters
@@ -106,6 +106,17 @@ class Config(TrainConfig):
         "textbook", help="q(tau) update: textbook (+1/2, E[w^2]/2) or the demo's (+1, E[w^2])")
     bp_sweeps: int = setting(10, help="loopy BP sweeps per Module B call", ge=1)
     bp_damping: float = setting(0.5, help="loopy BP damping", ge=0, lt=1)
+    support_model: Literal["neuron", "grid"] = setting(
+        "neuron", help="Module B's support field: neuron (the grid plus a support variable "
+        "per hidden unit tied to its incoming and outgoing weights) or grid (chains only)")
+    neuron_prior: float = setting(0.5, help="P(z = 1): prior that a hidden unit is on",
+                                  gt=0, lt=1)
+    neuron_ratio: float = setting(4.0, help="P(s = 1 | unit on) = this x the current mean "
+                                  "q(s = 1) of the hidden layer's adjacent weights (<= 0.5)",
+                                  gt=0)
+    neuron_contrast: float = setting(100.0, help="P(s = 1 | unit on) / P(s = 1 | unit off)",
+                                     gt=1)
+    neuron_iterations: int = setting(3, help="unit-message rounds per Module B call", ge=1)
     speed_repeats: int = setting(30, help="interleaved repeats of the prediction timing",
                                  ge=1)
 
@@ -139,6 +150,7 @@ class TurboLearner(VariationalLearner):
         self.cfg = cfg
         self.turbo = True
         self.rounds: list[dict[str, float]] = []
+        self.units: list[torch.Tensor] = []  # hidden units' log-odds of z = 1 (neuron model)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, step: Step) -> torch.Tensor:
         nll = nll_per_example(self.network(x), y, self.task)
@@ -162,29 +174,44 @@ class TurboLearner(VariationalLearner):
         change, active = 0.0, 0
         pooled = torch.cat([(m.weight_mu**2 + m.weight_sigma()**2).flatten()
                             for m in self.layers])
+        before = [p.prior_logit.clone() for p in self.priors]
         for layer, prior in zip(self.layers, self.priors):
-            before = prior.prior_logit.clone()
             mean, sigma = layer.weight_mu, layer.weight_sigma()
             if not bool(prior.calibrated):
                 prior.calibrate(mean**2 + sigma**2 if self.cfg.calibration == "layer" else pooled)
             elif self.cfg.spike_growth > 1:
                 prior.sharpen(self.cfg.spike_growth)
             prior.module_a(mean, sigma, self.cfg.module_a_iterations)
+        if module_b:
+            if self.cfg.support_model == "neuron" and len(self.priors) > 1:
+                self.units = network_module_b(list(self.priors), self.cfg.prior_settings())
+            else:
+                for prior in self.priors:
+                    prior.module_b()
+        for layer, prior, old in zip(self.layers, self.priors, before):
             if module_b:
-                prior.module_b()
+                mean, sigma = layer.weight_mu, layer.weight_sigma()
                 prior.update_tau(mean.double() ** 2 + sigma.double() ** 2)
             layer.set_prior_precision(prior.expected_precision.float())
             change = max(change, float((torch.sigmoid(prior.prior_logit)
-                                        - torch.sigmoid(before)).abs().max()))
+                                        - torch.sigmoid(old)).abs().max()))
             active += int((prior.support >= self.cfg.prune_threshold).sum())
         if module_b:
             total = sum(p.post_logit.numel() for p in self.priors)
+            units_on = sum(int((z > 0).sum()) for z in self.units) if self.units else None
             self.rounds.append({"epoch": epoch, "max_prior_change": change,
-                                "density": active / total})
+                                "density": active / total, "units_on": units_on})
 
     def masks(self) -> list[torch.Tensor]:
-        """Which weights survive pruning: q(s = 1) >= prune_threshold."""
-        return [p.support >= self.cfg.prune_threshold for p in self.priors]
+        """Which weights survive pruning: q(s = 1) >= prune_threshold, and (neuron model)
+        only between units whose q(z = 1) >= prune_threshold."""
+        masks = [p.support >= self.cfg.prune_threshold for p in self.priors]
+        cut = math.log(self.cfg.prune_threshold / (1 - self.cfg.prune_threshold))
+        for k, prior in enumerate(self.priors[:-1]):
+            off = prior.unit_logit < cut
+            masks[k][off, :] = False
+            masks[k + 1][:, off] = False
+        return masks
 
     def prune(self) -> None:
         """Remove the weights whose support posterior is below the threshold; fine-tuning

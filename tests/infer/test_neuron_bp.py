@@ -1,0 +1,88 @@
+"""Network BP with neuron-level supports against brute-force enumeration on trees."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from varbayes.errors import VarbayesError
+from varbayes.infer.grid_bp import ChainFactor
+from varbayes.infer.neuron_bp import NeuronFactor, network_bp
+
+NEUTRAL = ChainFactor(0.5, 0.5)  # chain factors that couple nothing
+F = NeuronFactor(prior=0.4, on=0.3, off=0.05)
+
+
+def brute_force(unaries: list[torch.Tensor], f: NeuronFactor) -> tuple[list, list]:
+    """Exact P(s = 1) of every weight and P(z = 1) of every hidden unit, as log-odds."""
+    shapes = [u.shape for u in unaries]
+    n_w = sum(u.numel() for u in unaries)
+    n_z = sum(s[0] for s in shapes[:-1])
+    p_w, p_z, total = torch.zeros(n_w, dtype=torch.float64), torch.zeros(n_z,
+                                                                         dtype=torch.float64), 0.0
+    for bits in itertools.product((0, 1), repeat=n_w + n_z):
+        w, z = bits[:n_w], bits[n_w:]
+        logw, start, zs = 0.0, 0, []
+        k0 = 0
+        for s in shapes[:-1]:
+            zs.append(z[k0:k0 + s[0]])
+            k0 += s[0]
+        logw += sum(math.log(f.prior if b else 1 - f.prior) for b in z)
+        for layer, u in enumerate(unaries):
+            r, c = u.shape
+            s = torch.tensor(w[start:start + r * c]).reshape(r, c)
+            start += r * c
+            logw += float((u.double() * s).sum())
+            for i in range(r):
+                for j in range(c):
+                    parents = []
+                    if layer < len(unaries) - 1:
+                        parents.append(zs[layer][i])
+                    if layer > 0:
+                        parents.append(zs[layer - 1][j])
+                    for zz in parents:
+                        q = f.on if zz else f.off
+                        logw += math.log(q if s[i, j] else 1 - q)
+        weight = math.exp(logw)
+        total += weight
+        p_w += weight * torch.tensor(w, dtype=torch.float64)
+        p_z += weight * torch.tensor(z, dtype=torch.float64)
+    lo = lambda p: torch.log(p / total) - torch.log1p(-p / total)  # noqa: E731
+    return lo(p_w), lo(p_z)
+
+
+def test_exact_on_a_two_layer_tree() -> None:
+    torch.manual_seed(0)
+    unaries = [torch.randn(2, 3) * 2, torch.randn(1, 2) * 2]
+    out = network_bp(unaries, NEUTRAL, NEUTRAL, F, iterations=40, sweeps=3, damping=0.3)
+    post, units = brute_force(unaries, F)
+    got = torch.cat([p.flatten() for p in out.posterior]).double()
+    assert torch.allclose(got, post, atol=1e-4)
+    assert torch.allclose(torch.cat(out.units).double(), units, atol=1e-4)
+    for e, p, u in zip(out.extrinsic, out.posterior, unaries):
+        assert torch.allclose(p, e + u, atol=1e-5)
+
+
+def test_a_unit_without_evidence_switches_its_row_and_column_off() -> None:
+    """Unit 0's weights are all weakly inactive, unit 1's strongly active: unit 0 goes off and
+    pushes all its incoming and outgoing weights off, unit 1 stays on."""
+    u0 = torch.tensor([[-2.0] * 16, [4.0] * 16])
+    u1 = torch.tensor([[-2.0, 4.0]] * 3)
+    f = NeuronFactor(prior=0.5, on=0.3, off=0.001)
+    out = network_bp([u0, u1], NEUTRAL, NEUTRAL, f, iterations=20)
+    z = out.units[0]
+    assert z[0] < -3 and z[1] > 3
+    assert (out.posterior[0][0] < -3).all() and (out.posterior[1][:, 0] < -3).all()
+    assert (out.posterior[0][1] > 0).all() and (out.posterior[1][:, 1] > 0).all()
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(VarbayesError, match="do not chain"):
+        network_bp([torch.zeros(3, 2), torch.zeros(2, 4)], NEUTRAL, NEUTRAL, F)
+    with pytest.raises(VarbayesError, match="below on"):
+        NeuronFactor(on=0.1, off=0.2)
+    with pytest.raises(VarbayesError, match="in \\(0, 1\\)"):
+        NeuronFactor(prior=1.0)
