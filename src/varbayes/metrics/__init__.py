@@ -10,7 +10,9 @@ from varbayes.metrics.calibration import (
     calibration_bins,
     ece_settings,
     expected_calibration_error,
+    fit_temperature,
     reliability_diagram,
+    temper,
 )
 from varbayes.metrics.classification import NLL_FLOOR, accuracy, brier, classification_metrics, nll
 from varbayes.metrics.cost import (
@@ -47,6 +49,7 @@ __all__ = [
     "error_variance_correlation",
     "ece_settings",
     "expected_calibration_error",
+    "fit_temperature",
     "forward_backward_flops",
     "gaussian_nll",
     "layer_macs",
@@ -59,6 +62,7 @@ __all__ = [
     "reliability_diagram",
     "rmse",
     "structure_report",
+    "temper",
     "train_flops",
     "uncertainty_calibration_error",
 ]

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from varbayes.errors import one_of
+from varbayes.errors import VarbayesError, one_of
 from varbayes.io import atomic_write_bytes
-from varbayes.metrics._inputs import as_bins, probs_and_labels
+from varbayes.metrics._inputs import as_bins, as_number, as_probs, probs_and_labels
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -166,3 +166,66 @@ def _equal_mass(conf: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, list[flo
         upper.append(members.max().item() if len(members) else math.nan)
     return index, lower, upper
 
+
+
+# ---------------------------------------------------------------------------------------------
+# temperature scaling of a predictive
+
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def temper(probs: Any, temperature: float) -> torch.Tensor:
+    """The predictive tempered by `temperature` T: p_T ∝ p^(1/T), row by row.
+
+    It acts on predictive probabilities (for a Bayesian model the MC average), i.e. it is
+    softmax(log p / T); T > 1 flattens, T < 1 sharpens, T = 1 returns p (up to the clamp of
+    zero probabilities at `NLL_FLOOR`). The most probable class never changes, so accuracy does
+    not either. Returns float64 (N, C).
+    """
+    p = as_probs(probs)
+    t = as_number(temperature, "temperature", positive=True)
+    return torch.softmax(_log_probs(p) / t, dim=1)
+
+
+def fit_temperature(probs: Any, labels: Any,
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
+    """The temperature T in `bounds` that minimises the mean NLL of `temper(probs, T)`.
+
+    With z = log p and b = 1/T the NLL, mean_i [logsumexp(b z_i) - b z_iy], is convex in b and
+    its derivative, mean_i [E_{softmax(b z_i)} z - z_iy], is non-decreasing, so the optimum is
+    the root of the derivative, found by bisection on b to float64 precision (or a bound, when
+    the root lies outside). Fit it on held-out (validation) predictions, never on the data the
+    tempered predictive is evaluated on.
+    """
+    p, y = probs_and_labels(probs, labels)
+    lo_t, hi_t = (as_number(b, "temperature bound", positive=True) for b in bounds)
+    if lo_t >= hi_t:
+        raise VarbayesError(f"temperature bounds must be increasing; got {bounds}")
+    z = _log_probs(p)
+    zy = z.gather(1, y[:, None]).squeeze(1)
+
+    def slope(b: float) -> float:
+        w = torch.softmax(b * z, dim=1)
+        return float(((w * z).sum(1) - zy).mean())
+
+    lo, hi = 1.0 / hi_t, 1.0 / lo_t  # bounds on b = 1/T
+    if slope(lo) >= 0:
+        return hi_t
+    if slope(hi) <= 0:
+        return lo_t
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if slope(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return 1.0 / (0.5 * (lo + hi))
+
+
+def _log_probs(p: torch.Tensor) -> torch.Tensor:
+    from varbayes.metrics.classification import NLL_FLOOR  # (classification imports this module)
+
+    return p.clamp_min(NLL_FLOOR).log()

@@ -252,3 +252,8 @@ def test_quick_reproduction(tmp_path: Path) -> None:
     names = " ".join(c["claim"] for c in rec["claims"])
     assert all(f"S{i}:" in names for i in range(1, 10)) and "C2" in names
     assert (tmp_path / "reproduction.json").is_file() and (tmp_path / "report.md").is_file()
+    # each method's temperature was fitted on its own chosen selection run's validation split
+    temps = rec["details"]["temperature"]
+    assert set(temps) == {"dense VI", "SSVI d=0.1"}
+    assert all(0.05 <= t["temperature"] <= 20 for t in temps.values())
+    assert len(list(tmp_path.glob("mnist1d/select_*/val_probs.safetensors"))) == 4
