@@ -204,3 +204,11 @@ def test_cuda_without_cuda_is_a_one_line_error(tmp_path: Path,
                  "--set", "epochs=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "CUDA is not available" in err and len(err.splitlines()) == 1
+
+
+def test_low_noise_oversampling_trains_and_needs_the_hyperprior() -> None:
+    cfg = pfn.Config(**{**TINY, "steps_per_epoch": 3, "low_noise_fraction": 0.2})
+    model, result = pfn.train(pfn.make_prior("gp-hyper", cfg), cfg, seed=0)
+    assert result.steps == 3 and np.isfinite(result.history[-1]["train_loss"])
+    with pytest.raises(VarbayesError, match="sample_weighted"):
+        pfn.train(pfn.make_prior("gp", cfg), cfg, seed=0)
