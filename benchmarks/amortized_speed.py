@@ -53,8 +53,15 @@ def main() -> None:
     ap.add_argument("--mle-steps", type=int, default=100)
     ap.add_argument("--nuts-warmup", type=int, default=200)
     ap.add_argument("--nuts-samples", type=int, default=200)
+    ap.add_argument("--nuts-cache", default=None,
+                    help="JSON file of per-dataset NUTS NLLs: reused when its settings match "
+                    "(same datasets, context, queries, warm-up, draws), written otherwise")
+    ap.add_argument("--only-nuts", action="store_true",
+                    help="run (or load) NUTS on the datasets, write --nuts-cache, and stop")
     ap.add_argument("--pfn-dir", default=None, help="a PFN saved by `varbayes run pfn "
                     "--dataset gp-hyper` (else one is trained here)")
+    ap.add_argument("--compare-pfn-dir", default=None, help="a second saved PFN (e.g. an "
+                    "earlier version) reported on the same datasets")
     ap.add_argument("--pfn-epochs", type=int, default=30,
                     help="epochs of 100 steps when the PFN is trained here")
     ap.add_argument("--ppd-draws", type=int, default=2048,
@@ -87,16 +94,33 @@ def main() -> None:
 
 def gp_part(args: argparse.Namespace) -> dict[str, Any]:
     prior = HyperGPPrior(x_dim=1)
-    model = _pfn_model(args, prior)
     g = torch.Generator().manual_seed(2024)
     x, y, hp = prior.sample_with_hyperparameters(args.datasets, args.context + args.queries, g)
     n = args.context
     xc, yc, xq, yq = x[:, :n], y[:, :n], x[:, n:], y[:, n:]
+    k = min(args.nuts_datasets, args.datasets)
+    if args.only_nuts:
+        nll_nuts, t_nuts, cached = _nuts_all(xc, yc, xq, yq, prior, args, k)
+        print(f"NUTS on {k} datasets: {t_nuts:.0f} s{' (from the cache)' if cached else ''}, "
+              f"mean NLL {float(nll_nuts.mean()):.4f}, process CPU {_NUTS_CPU[0]:.0f} s")
+        return {"nuts_seconds": t_nuts, "nuts_nll": nll_nuts.tolist()}
+    model = _pfn_model(args, prior, args.pfn_dir)
     rows: dict[str, dict[str, float]] = {}
 
     t_pfn = median_times({"pfn": lambda: model.outputs(xc, yc, xq)}, repeats=5, warmup=1)["pfn"]
     nll_pfn = -model.predictive(xc, yc, xq).log_prob(yq).double()
-    rows["PFN (one batched forward pass)"] = _row(t_pfn, nll_pfn, args.datasets)
+    rows[f"PFN (one batched forward pass, {_steps(model)} steps)"] = _row(
+        t_pfn, nll_pfn, args.datasets)
+    per = {"pfn": _per_dataset(nll_pfn)}
+    other = None
+    if args.compare_pfn_dir:
+        other = _pfn_model(args, prior, args.compare_pfn_dir)
+        t_other = median_times({"pfn": lambda: other.outputs(xc, yc, xq)}, repeats=5,
+                               warmup=1)["pfn"]
+        nll_other = -other.predictive(xc, yc, xq).log_prob(yq).double()
+        rows[f"PFN for comparison ({args.compare_pfn_dir}, {_steps(other)} steps)"] = _row(
+            t_other, nll_other, args.datasets)
+        per["other"] = _per_dataset(nll_other)
 
     mean, var = gp_predictive(xc, yc, xq, hp["lengthscale"], hp["outputscale"], hp["noise"],
                               "matern52")
@@ -109,29 +133,28 @@ def gp_part(args: argparse.Namespace) -> dict[str, Any]:
                                        torch.Generator().manual_seed(7))
     rows[f"exact Bayesian PPD (importance sampling, 2 x {args.ppd_draws} draws)"] = _row(
         time.perf_counter() - start, -lp_ppd, args.datasets)
-    per = {"pfn": _per_dataset(nll_pfn), "ppd": _per_dataset(-lp_ppd)}
+    per["ppd"] = _per_dataset(-lp_ppd)
 
-    k = min(args.nuts_datasets, args.datasets)
-    if _have("gpytorch"):
+    if _have("gpytorch") and args.mle_steps > 0:
         start = time.perf_counter()
         nll_mle = torch.stack([_gpytorch_map2(xc[i], yc[i], xq[i], yq[i], prior,
                                               args.mle_steps) for i in range(args.datasets)])
         rows[f"GPyTorch exact GP, MAP-II ({args.mle_steps} Adam steps)"] = _row(
             time.perf_counter() - start, nll_mle, args.datasets)
-    else:
+    elif args.mle_steps > 0:
         print("skipped GPyTorch (not installed; pip install -e '.[bench]')")
     if _have("pyro") and k > 0:
-        start = time.perf_counter()
-        nll_nuts = torch.stack([_nuts(xc[i], yc[i], xq[i], yq[i], prior, args, seed=i)
-                                for i in range(k)])
-        t_nuts = time.perf_counter() - start
-        rows[f"Pyro NUTS over hyperparameters ({args.nuts_warmup}+{args.nuts_samples})"] = \
-            _row(t_nuts, nll_nuts, k)
+        nll_nuts, t_nuts, cached = _nuts_all(xc, yc, xq, yq, prior, args, k)
+        rows[f"Pyro NUTS over hyperparameters ({args.nuts_warmup}+{args.nuts_samples})"
+             f"{' [time from the cache]' if cached else ''}"] = _row(t_nuts, nll_nuts, k)
+        if _NUTS_CPU[0] == _NUTS_CPU[0]:  # process CPU time known: the idle-core wall time
+            rows["Pyro NUTS, process CPU time (= wall time on an idle core)"] = _row(
+                _NUTS_CPU[0], nll_nuts, k)
         per["nuts"] = nll_nuts.double()
         if k < args.datasets:
             rows["PFN on the NUTS datasets"] = _row(t_pfn * k / args.datasets, nll_pfn[:k], k)
             rows["exact PPD on the NUTS datasets"] = _row(float("nan"), -lp_ppd[:k], k)
-    else:
+    elif k > 0:
         print("skipped Pyro NUTS (not installed; pip install -e '.[bench]')")
 
     per_pfn = t_pfn / args.datasets
@@ -149,15 +172,66 @@ def gp_part(args: argparse.Namespace) -> dict[str, Any]:
     if "nuts" in per:
         paired["PFN - NUTS"] = _paired(per["pfn"][:k], per["nuts"])
         paired["NUTS - exact PPD"] = _paired(per["nuts"], per["ppd"][:k])
+    if "other" in per:
+        paired["comparison PFN - exact PPD"] = _paired(per["other"], per["ppd"])
+        if "nuts" in per:
+            paired["comparison PFN - NUTS"] = _paired(per["other"][:k], per["nuts"])
     if args.gap_datasets:
         paired["PFN - exact PPD, fresh datasets"] = _expected_gap(model, prior, args)
-    print(markdown_table(["paired difference of per-dataset NLL", "mean", "s.e.", "median",
-                          "max", "datasets"],
-                         [(name, *r.values()) for name, r in paired.items()]))
+        if other is not None:
+            paired["comparison PFN - exact PPD, fresh datasets"] = _expected_gap(
+                other, prior, args)
+    print(markdown_table(["paired difference of per-dataset NLL", "mean", "s.e.",
+                          "95% bootstrap interval of the mean", "median", "max", "datasets"],
+                         [(name, r["mean"], r["se"], f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                           r["median"], r["max"], r["datasets"])
+                          for name, r in paired.items()]))
     print(f"\nimportance sampling ESS over the {args.datasets} datasets: min {ess.min():.0f}, "
           f"median {ess.median():.0f}")
+    worst = torch.argsort(per["pfn"] - per["ppd"], descending=True)[:5]
+    print("\nlargest PFN - exact PPD datasets: " + "; ".join(
+        f"#{int(i)}: {float(per['pfn'][i] - per['ppd'][i]):.3f} nats (noise "
+        f"{float(hp['noise'][i]):.3g}, outputscale {float(hp['outputscale'][i]):.3g}, "
+        f"lengthscale {float(hp['lengthscale'][i, 0]):.3g})" for i in worst))
     return {"rows": rows, "paired": paired,
-            "ess": {"min": float(ess.min()), "median": float(ess.median())}}
+            "ess": {"min": float(ess.min()), "median": float(ess.median())},
+            "per_dataset": {name: v.tolist() for name, v in per.items()}}
+
+
+def _steps(model: pfn.PFN) -> int:
+    return model.cfg.epochs * model.cfg.steps_per_epoch
+
+
+_NUTS_CPU = [float("nan")]  # process CPU seconds of the last NUTS batch (1 thread)
+
+
+def _nuts_all(xc: torch.Tensor, yc: torch.Tensor, xq: torch.Tensor, yq: torch.Tensor,
+              prior: HyperGPPrior, args: argparse.Namespace, k: int
+              ) -> tuple[torch.Tensor, float, bool]:
+    """Per-dataset NUTS NLLs on the first k datasets and the seconds they took; reused from
+    `--nuts-cache` when it was made with the same settings and data (NUTS is the slow part)."""
+    key = {"context": args.context, "queries": args.queries, "warmup": args.nuts_warmup,
+           "samples": args.nuts_samples, "datasets": k,
+           "data_checksum": round(float(yc[:k].double().abs().sum() + yq[:k].double().abs()
+                                        .sum()), 6)}
+    cache = Path(args.nuts_cache) if args.nuts_cache else None
+    if cache is not None and cache.exists():
+        import json
+
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            _NUTS_CPU[0] = float(saved.get("cpu_seconds", float("nan")))
+            return torch.tensor(saved["nll"], dtype=torch.float64), saved["seconds"], True
+        print(f"{cache} was made with other settings; running NUTS again")
+    start, cpu = time.perf_counter(), time.process_time()
+    nll = torch.stack([_nuts(xc[i], yc[i], xq[i], yq[i], prior, args, seed=i)
+                       for i in range(k)]).double()
+    seconds = time.perf_counter() - start
+    _NUTS_CPU[0] = time.process_time() - cpu
+    if cache is not None:
+        atomic_write_json(cache, {"key": key, "nll": nll.tolist(), "seconds": seconds,
+                                  "cpu_seconds": _NUTS_CPU[0], "machine": machine()})
+    return nll, seconds, False
 
 
 def _expected_gap(model: pfn.PFN, prior: HyperGPPrior, args: argparse.Namespace
@@ -177,17 +251,25 @@ def _per_dataset(nll: torch.Tensor) -> torch.Tensor:
     return nll.double().reshape(nll.shape[0], -1).mean(-1)
 
 
-def _paired(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+def _paired(a: torch.Tensor, b: torch.Tensor, resamples: int = 10_000) -> dict[str, float]:
+    """Mean, standard error, 95 % percentile-bootstrap interval of the mean (datasets
+    resampled), median and max of the paired per-dataset differences a - b."""
     d = a.double() - b.double()
+    idx = torch.randint(0, len(d), (resamples, len(d)),
+                        generator=torch.Generator().manual_seed(0))
+    boot = d[idx].mean(-1)
+    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64))
     return {"mean": float(d.mean()), "se": float(d.std() / math.sqrt(len(d))),
+            "ci_low": float(lo), "ci_high": float(hi),
             "median": float(d.median()), "max": float(d.max()), "datasets": len(d)}
 
 
-def _pfn_model(args: argparse.Namespace, prior: HyperGPPrior) -> pfn.PFN:
-    if args.pfn_dir:
+def _pfn_model(args: argparse.Namespace, prior: HyperGPPrior, directory: str | None
+               ) -> pfn.PFN:
+    if directory:
         from varbayes.models import load
 
-        reg = load(args.pfn_dir)
+        reg = load(directory)
         return reg.model
     cfg = pfn.Config(epochs=args.pfn_epochs)
     print(f"training a PFN on the hyperprior GP ({cfg.epochs * cfg.steps_per_epoch} steps)...")

@@ -133,3 +133,16 @@ def test_hyperprior_predictive_is_a_normalised_density() -> None:
     lp, _ = prior.log_predictive(x, y, xq, grid[None], 128, g)
     mass = float(torch.trapezoid(lp[0].exp(), grid.double()))
     assert abs(mass - 1) < 2e-3
+
+
+def test_low_noise_oversampling_weights_recover_prior_expectations() -> None:
+    from varbayes.priors import HyperGPPrior
+
+    prior = HyperGPPrior()
+    _, y, w = prior.sample_weighted(20_000, 2, 0.3, torch.Generator().manual_seed(0))
+    assert y.shape == (20_000, 2) and bool(torch.isfinite(y).all())
+    assert abs(float(w.mean()) - 1.0) < 0.03  # E_q[p/q] = 1
+    assert float((w < 0.5).float().mean()) > 0.25  # the oversampled low-noise draws
+    # E_p[y^2] = E[outputscale] + E[noise] = 0.5/0.15 + 1.1/0.05, recovered with the weights
+    second = float((w[:, None] * y.double() ** 2).mean())
+    assert abs(second - (0.5 / 0.15 + 1.1 / 0.05)) < 1.5

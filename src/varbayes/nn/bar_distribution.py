@@ -262,11 +262,17 @@ def _phi(t: torch.Tensor) -> torch.Tensor:
 class BarPredictive:
     """The predictive distributions of N points from a bar-distribution head, in the user's
     units: y = loc + scale * y_model, where the model's units are the prior's (the borders).
-    Densities are divided by `scale`, so rescaling never silently mis-calibrates."""
+    Densities are divided by `scale`, so rescaling never silently mis-calibrates. `loc` and
+    `scale` are floats or tensors broadcastable to the logits' batch shape (one per dataset,
+    e.g. (B, 1) for (B, M) points, when each dataset was standardised by its own context)."""
 
-    def __init__(self, bar: BarDistribution, logits: torch.Tensor, loc: float = 0.0,
-                 scale: float = 1.0) -> None:
+    def __init__(self, bar: BarDistribution, logits: torch.Tensor,
+                 loc: float | torch.Tensor = 0.0, scale: float | torch.Tensor = 1.0) -> None:
         self.bar, self.logits, self.loc, self.scale = bar, logits, loc, scale
+
+    def _per_level(self, value: float | torch.Tensor) -> float | torch.Tensor:
+        """loc or scale shaped to multiply a (..., Q) result."""
+        return value.unsqueeze(-1) if isinstance(value, torch.Tensor) else value
 
     @property
     def mean(self) -> torch.Tensor:
@@ -285,11 +291,16 @@ class BarPredictive:
 
     def quantile(self, q: torch.Tensor | float | list[float]) -> torch.Tensor:
         """Quantiles at levels q: (N,) for a float, (N, Q) for a list."""
-        return self.loc + self.scale * self.bar.quantile(self.logits, q)
+        out = self.bar.quantile(self.logits, q)
+        if isinstance(q, (float, int)):
+            return self.loc + self.scale * out
+        return self._per_level(self.loc) + self._per_level(self.scale) * out
 
     def log_prob(self, y: torch.Tensor) -> torch.Tensor:
         y = torch.as_tensor(y, dtype=self.logits.dtype)
-        return self.bar.log_prob(self.logits, (y - self.loc) / self.scale) - math.log(self.scale)
+        log_scale = (torch.log(self.scale) if isinstance(self.scale, torch.Tensor)
+                     else math.log(self.scale))
+        return self.bar.log_prob(self.logits, (y - self.loc) / self.scale) - log_scale
 
     def cdf(self, y: torch.Tensor) -> torch.Tensor:
         y = torch.as_tensor(y, dtype=self.logits.dtype)
@@ -302,4 +313,5 @@ class BarPredictive:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(N, n) draws."""
-        return self.loc + self.scale * self.bar.sample(self.logits, n, generator)
+        out = self.bar.sample(self.logits, n, generator)
+        return self._per_level(self.loc) + self._per_level(self.scale) * out

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from varbayes.priors.base import DatasetPrior, numpy_rng
@@ -166,6 +167,31 @@ class HyperGPPrior(DatasetPrior):
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = self.sample_with_hyperparameters(n_datasets, n_points, generator)
         return x, y
+
+    def sample_weighted(self, n_datasets: int, n_points: int, low_noise_fraction: float,
+                        generator: torch.Generator | None = None, low: float = 1e-3,
+                        high: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Datasets whose noise comes from the mixture (1 - a) * hyperprior + a *
+        LogUniform[low, high] (a = `low_noise_fraction`), with importance weights
+        p(noise) / q(noise) (B,): a weighted average of any per-dataset loss has the same
+        expectation as under the prior, but the rare low-noise region is seen far more often."""
+        hp = self.sample_hyperparameters(n_datasets, generator)
+        rng = numpy_rng(generator)
+        pick = torch.as_tensor(rng.random(n_datasets) < low_noise_fraction)
+        log_u = rng.uniform(math.log(low), math.log(high), size=n_datasets)
+        noise = torch.where(pick, torch.as_tensor(np.exp(log_u)), hp["noise"])
+        conc, rate = self.noise_prior
+        log_p = torch.distributions.Gamma(torch.tensor(conc, dtype=torch.float64),
+                                          torch.tensor(rate, dtype=torch.float64)
+                                          ).log_prob(noise)
+        inside = (noise >= low) & (noise <= high)
+        log_uni = torch.where(inside, -torch.log(noise) - math.log(math.log(high / low)),
+                              torch.full_like(noise, -math.inf))
+        log_q = torch.logaddexp(math.log1p(-low_noise_fraction) + log_p,
+                                math.log(low_noise_fraction) + log_uni)
+        x = self.sample_x(n_datasets, n_points, generator)
+        y = sample_gp(x, hp["lengthscale"], hp["outputscale"], noise, self.kernel, generator)
+        return x, y, torch.exp(log_p - log_q).float()
 
     def log_hyperprior(self, u: torch.Tensor) -> torch.Tensor:
         """Log density of log-hyperparameters u = log(noise, outputscale, lengthscale_1..d)

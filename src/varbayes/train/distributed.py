@@ -25,6 +25,7 @@ def make_fabric(accelerator: str = "cpu") -> Fabric:
     """A launched Fabric: one process, or DDP over the processes torchrun started."""
     from lightning_fabric import Fabric  # imported here: it takes seconds (torch._dynamo)
 
+    check_accelerator(accelerator)
     world = world_size_from_env()
     if world > 1:
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
@@ -34,6 +35,19 @@ def make_fabric(accelerator: str = "cpu") -> Fabric:
         fabric = Fabric(accelerator=accelerator, devices=1)
     fabric.launch()
     return fabric
+
+
+def check_accelerator(accelerator: str) -> None:
+    """One-line error when the asked-for device type is not available here (instead of
+    Lightning's multi-line traceback); "auto" and "cpu" always work."""
+    from varbayes.errors import VarbayesError
+
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise VarbayesError(f"accelerator=cuda was asked for but CUDA is not available here "
+                            f"(torch {torch.__version__}); use accelerator=cpu or auto")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise VarbayesError("accelerator=mps was asked for but MPS is not available here; use "
+                            "accelerator=cpu or auto")
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:

@@ -34,7 +34,8 @@ def test_training_reduces_the_prior_data_nll() -> None:
     prior = pfn.make_prior("gp", cfg)
     model, result = pfn.train(prior, cfg, seed=0)
     rows = pfn.gp_gap_table(model, prior, (5,), 50, 10)
-    untrained = pfn.PFN(pfn.build_network(cfg, 1, cfg.n_buckets), model.bar, prior, cfg)
+    untrained = pfn.PFN(pfn.build_network(cfg, 1, cfg.n_buckets), model.bar, prior, cfg,
+                        model.scaling)
     before = pfn.gp_gap_table(untrained, prior, (5,), 50, 10)
     assert rows[0]["nll_pfn"] < before[0]["nll_pfn"] - 0.05
     assert 0 < rows[0]["floor"] < rows[0]["gap"]
@@ -148,3 +149,66 @@ def test_quick_reproduction(tmp_path: Path) -> None:
 
     record = reproduce("pfn", quick=True, out=tmp_path, quiet=True)
     assert record["passed"], record["claims"]
+
+
+def test_context_scaling_is_defined_for_any_context_size() -> None:
+    scaling = pfn.ContextScaling(mean=1.0, std=2.0)
+    loc, scale, stats = scaling(torch.zeros(3, 0))
+    assert torch.allclose(loc, torch.ones(3, 1)) and torch.allclose(scale, 2 * torch.ones(3, 1))
+    assert torch.allclose(stats, torch.zeros(3, 2))
+    y = torch.tensor([[3.0, 3.0], [-1.0, 5.0]])
+    loc, scale, _ = scaling(y)
+    # pooled with one pseudo-point at mean 1 and spread 2
+    assert torch.allclose(loc[:, 0], torch.tensor([7 / 3, 5 / 3]))
+    expect = ((y - loc) ** 2).sum(1) + (1 - loc[:, 0]) ** 2 + 4
+    assert torch.allclose(scale[:, 0] ** 2, expect / 3)
+
+
+def test_standardised_training_loss_is_the_predictive_nll_in_y_units() -> None:
+    cfg = pfn.Config(**{**TINY, "steps_per_epoch": 5})
+    prior = pfn.make_prior("gp-hyper", cfg)
+    model, _ = pfn.train(prior, cfg, seed=0)
+    assert model.scaling is not None and model.network.embed_stats is not None
+    learner = pfn.PFNLearner(model.network, model.bar, prior, cfg, 0, model.scaling)
+    xc, yc, xq, yq = learner.batch(3)
+    step = pfn.Step(3, 1, 5, 5, 1, 5, 1)
+    with torch.no_grad():
+        loss = learner.training_loss(torch.zeros(1, 1), torch.zeros(1), step)
+    pred = model.predictive(xc, yc, xq)
+    assert torch.allclose(loss, -pred.log_prob(yq).mean(), atol=1e-4)
+    # the predictive lives in y's units: scaling the data scales mean and quantiles
+    q = pred.quantile([0.1, 0.9])
+    assert q.shape == (*yq.shape, 2) and bool((q[..., 0] < q[..., 1]).all())
+
+
+def test_models_saved_before_standardisation_still_load(tmp_path: Path) -> None:
+    cfg = pfn.Config(**{**TINY, "steps_per_epoch": 3, "y_normalize": "none"})
+    model, _ = pfn.train(pfn.make_prior("gp", cfg), cfg, seed=0)
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["config"]["y_normalize"], meta["y_scaling"]  # the older format
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    x, y, xq = np.random.rand(4, 1), np.random.randn(4), np.random.rand(5, 1)
+    a = pfn.PFNRegressor(model).fit(x, y).predict(xq)
+    b = load(tmp_path).fit(x, y).predict(xq)
+    assert np.allclose(a.mean, b.mean) and np.allclose(a.quantiles, b.quantiles)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cuda_without_cuda_is_a_one_line_error(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(VarbayesError, match="CUDA is not available"):
+        pfn.train(pfn.make_prior("gp", pfn.Config(**TINY)),
+                  pfn.Config(**TINY, accelerator="cuda"))
+    assert main(["run", "pfn", "--out", str(tmp_path), "--quiet", "--set", "accelerator=cuda",
+                 "--set", "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CUDA is not available" in err and len(err.splitlines()) == 1
+
+
+def test_low_noise_oversampling_trains_and_needs_the_hyperprior() -> None:
+    cfg = pfn.Config(**{**TINY, "steps_per_epoch": 3, "low_noise_fraction": 0.2})
+    model, result = pfn.train(pfn.make_prior("gp-hyper", cfg), cfg, seed=0)
+    assert result.steps == 3 and np.isfinite(result.history[-1]["train_loss"])
+    with pytest.raises(VarbayesError, match="sample_weighted"):
+        pfn.train(pfn.make_prior("gp", cfg), cfg, seed=0)
