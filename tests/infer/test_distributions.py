@@ -148,3 +148,76 @@ def test_fast_path_gives_the_general_paths_value_and_gradient(objective) -> None
         torch.testing.assert_close(value, results[0][0])
         for g, r in zip(grads, results[0][1]):
             torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("validate", [False, True])
+def test_normal_with_a_number_scale_is_scored_like_torch(validate) -> None:
+    """A fixed scale given as a number takes the lean constructor (a view of one cached
+    constant) and `densities.log_prob`'s closed form: torch's values and gradients, at a
+    given value and at the noise of its own draw."""
+    from varbayes.infer import densities
+
+    loc = torch.randn(4, 3, requires_grad=True)
+    ours = lean.Normal(loc, 1.7, validate_args=validate)
+    ref = td.Normal(loc, torch.full((4, 3), 1.7), validate_args=validate)
+    assert ours.scale.shape == (4, 3) and ours.batch_shape == ref.batch_shape
+    v = torch.randn(2, 4, 3)  # broadcasts against the parameters
+    lp = densities.log_prob(ours, v)
+    torch.testing.assert_close(lp, ref.log_prob(v))
+    g1 = torch.autograd.grad(lp.sum(), loc)
+    g2 = torch.autograd.grad(ref.log_prob(v).sum(), loc)
+    torch.testing.assert_close(g1, g2)
+    torch.manual_seed(0)
+    z, eps = densities.rsample(ours)
+    torch.testing.assert_close(densities.log_prob(ours, z, eps), ref.log_prob(z))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    assert lean.Normal(loc, 2, validate_args=False).scale.dtype == loc.dtype
+    with pytest.raises(ValueError):
+        lean.Normal(loc, -1.0, validate_args=True)
+
+
+def _mixture_programs(classes: str, means: torch.Tensor, enc: torch.nn.Module):
+    d = lean if classes == "lean" else td
+    validate = classes == "torch-validated"
+
+    def model(x):
+        c = infer.sample("c", d.Categorical(logits=x.new_zeros(x.shape[0], 3),
+                                            validate_args=validate))
+        scale = 0.8 if classes == "lean" else torch.full_like(means[c], 0.8)
+        infer.sample("x", d.Independent(d.Normal(means[c], scale, validate_args=validate), 1),
+                     obs=x)
+
+    def guide(x):
+        infer.sample("c", d.Categorical(logits=enc(x), validate_args=validate))
+
+    return model, guide
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_enumerated_mixture_fast_path_gives_the_general_paths_value_and_gradient(
+        parallel) -> None:
+    """The benchmark's discrete-latent model (a Gaussian mixture, enumerated assignments):
+    lean classes (log-probabilities of the support read off the logits, the number-scale
+    Normal's closed form) against torch's classes with validation on (torch's `log_prob` at
+    every enumerated value): same value, same gradients, and both equal to the exact sum
+    over assignments written out by hand."""
+    torch.manual_seed(0)
+    means = torch.randn(3, 2, requires_grad=True)
+    enc = torch.nn.Linear(2, 3)
+    x = torch.randn(6, 2) * 3
+    params = [means, *enc.parameters()]
+    results = []
+    for classes in ("lean", "torch", "torch-validated"):
+        model, guide = _mixture_programs(classes, means, enc)
+        est = infer.estimate(infer.elbo(), model, guide, x, plates=1,
+                             strategies={"c": infer.enum(parallel=parallel)})
+        results.append((est.value, torch.autograd.grad(est.loss(), params)))
+    log_q = torch.log_softmax(enc(x), -1)
+    ll = td.Normal(means, 0.8).log_prob(x[:, None, :]).sum(-1)
+    exact = (log_q.exp() * (ll - torch.log(torch.tensor(3.0)) - log_q)).sum(-1)
+    torch.testing.assert_close(results[0][0], exact.detach())
+    exact_grads = torch.autograd.grad(-exact.mean(), params)
+    for value, grads in results:
+        torch.testing.assert_close(value, results[0][0])
+        for g, r in zip(grads, exact_grads):
+            torch.testing.assert_close(g, r)

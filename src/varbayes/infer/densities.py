@@ -65,6 +65,15 @@ def log_prob(fn: Distribution, value: torch.Tensor,
             if eps is None:
                 eps = value if standard else (value - base.loc) / base.scale
             lp = torch.addcmul(neg_norm, eps, eps, value=-0.5)
+        elif (s := getattr(base, "_scalar_scale", None)) is not None:
+            # a fixed scale s (a number): -(v - loc)^2 / (2 s^2) - (log s + log sqrt(2 pi)),
+            # with nothing of the expanded scale tensor in the graph
+            neg_norm = lean.cached_constant(-math.log(s) - _LOG_SQRT_2PI, base.loc)
+            if eps is not None and not eps.requires_grad:
+                lp = torch.addcmul(neg_norm, eps, eps, value=-0.5)
+            else:
+                d = value - base.loc
+                lp = torch.addcmul(neg_norm, d, d, value=-0.5 / (s * s))
         elif eps is not None and not eps.requires_grad:
             # the noise of our own draw: -(eps^2/2 + log sqrt(2 pi)) needs no gradient, so
             # the graph holds only log scale and one subtraction

@@ -37,17 +37,42 @@ class Normal(_Normal):
 
     def __init__(self, loc: Tensor | float, scale: Tensor | float,
                  validate_args: bool | None = None) -> None:
-        if (_lean(validate_args) and type(loc) is Tensor and type(scale) is Tensor
-                and loc.shape == scale.shape):
-            self.loc, self.scale = loc, scale
-            self._batch_shape, self._event_shape = loc.shape, _SCALAR
-            self._validate_args = False
-            return
+        if _lean(validate_args) and type(loc) is Tensor:
+            if type(scale) is Tensor and loc.shape == scale.shape:
+                self.loc, self.scale = loc, scale
+                self._batch_shape, self._event_shape = loc.shape, _SCALAR
+                self._validate_args = False
+                return
+            if (type(scale) in (float, int) and scale > 0 and loc.dim()
+                    and loc.is_floating_point()):
+                # a fixed scale (a likelihood's noise): a view of one cached constant, and the
+                # number itself for `densities.log_prob`'s closed form
+                self.loc, self.scale = loc, cached_constant(scale, loc).expand(loc.shape)
+                self._scalar_scale = float(scale)
+                self._batch_shape, self._event_shape = loc.shape, _SCALAR
+                self._validate_args = False
+                return
         super().__init__(loc, scale, validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Normal:
         return super().expand(batch_shape, Normal.__new__(Normal) if _instance is None
                               else _instance)
+
+
+_CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
+
+
+def cached_constant(x: float, like: Tensor) -> Tensor:
+    """A 0-d tensor holding x with like's dtype and device, made once (never written to: it is
+    only ever handed out as an expanded, read-only view)."""
+    key = (float(x), like.dtype, like.device)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        with torch.inference_mode(False), torch.no_grad():
+            t = torch.tensor(float(x), dtype=like.dtype, device=like.device)
+        if len(_CONSTANTS) < 256:  # a program that varies the number every step: no cache
+            _CONSTANTS[key] = t
+    return t
 
 
 class Bernoulli(_Bernoulli):
