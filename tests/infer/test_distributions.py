@@ -221,3 +221,31 @@ def test_enumerated_mixture_fast_path_gives_the_general_paths_value_and_gradient
         torch.testing.assert_close(value, results[0][0])
         for g, r in zip(grads, exact_grads):
             torch.testing.assert_close(g, r)
+
+
+def test_cached_enumerated_support_is_torchs_and_survives_inference_mode() -> None:
+    """A Categorical's parallel-enumerated support is built once per shape: it equals torch's
+    `enumerate_support` laid out along the enumeration dim, in-place writes to it are refused,
+    and one first built under `torch.inference_mode` still serves a later run with gradients
+    (the model indexes with it)."""
+    from varbayes.infer.estimate import _enumerated_support
+
+    torch.manual_seed(0)
+    means = torch.randn(3, 2, requires_grad=True)
+    enc = torch.nn.Linear(2, 3)
+    x = torch.randn(5, 2)
+    model, guide = _mixture_programs("lean", means, enc)
+    strategies = {"c": infer.enum(parallel=True)}
+    with torch.inference_mode():
+        first = infer.estimate(infer.elbo(), model, guide, x, plates=1,
+                               strategies=strategies).value
+    est = infer.estimate(infer.elbo(), model, guide, x, plates=1, strategies=strategies)
+    torch.testing.assert_close(est.value, first)
+    assert torch.autograd.grad(est.loss(), means)[0].abs().sum() > 0
+    fn = lean.Categorical(logits=torch.randn(4, 5, 3), validate_args=False)
+    v = _enumerated_support(fn, -4)
+    assert v is _enumerated_support(fn, -4)
+    ref = fn.enumerate_support(expand=True)  # (3, 4, 5)
+    assert v.shape == (3, 1, 4, 5) and torch.equal(v[:, 0], ref)
+    with pytest.raises(RuntimeError):
+        v.add_(1)

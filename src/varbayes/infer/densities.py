@@ -132,6 +132,6 @@ def support_log_prob(fn: Distribution, shape: tuple[int, ...]) -> torch.Tensor |
     n = len(batch)
     if logits.shape[-1] != shape[0] or (n and tuple(shape[-n:]) != tuple(batch)):
         return None  # another support size, or batch dims the value does not have
-    if any(s != 1 for s in shape[1:len(shape) - n]):
+    if shape[1:len(shape) - n].count(1) != len(shape) - n - 1:
         return None
     return logits.movedim(-1, 0).reshape(shape)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from varbayes.errors import VarbayesError
+from varbayes.infer.densities import _CATEGORICAL
 from varbayes.infer.sites import (
     _SCOPES,
     MAX_PARTICLE_DIMS,
@@ -178,13 +179,8 @@ class _Run(Handler):
         if isinstance(strategy, Enum) and strategy.parallel:
             dim = enum_dim(self.enum_count)
             self.enum_count += 1
-            support = site.fn.enumerate_support(expand=False)  # (K, 1.., *event)
-            batch = tuple(site.fn.batch_shape)
-            event = tuple(site.fn.event_shape)
-            pad = (1,) * (-dim - 1)
-            shape = (support.shape[0],) + pad[len(batch):] + batch + event
-            site.value = support.reshape((support.shape[0],) + pad + event).expand(shape)
-            site.cache_support_log_prob(shape)
+            site.value = _enumerated_support(site.fn, dim)
+            site.cache_support_log_prob(tuple(site.value.shape))
             self.enumerated[site.name] = site.value
             if pos > self.last:
                 self.owned.append(_Draw(site, strategy, dim))
@@ -205,6 +201,32 @@ class _Run(Handler):
             return  # a reparameterised draw adds no estimator term
         if pos > self.last and not self.value_only:
             self.owned.append(_Draw(site, strategy))
+
+
+_SUPPORTS: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
+
+
+def _enumerated_support(fn: Any, dim: int) -> torch.Tensor:
+    """fn's support 0..K-1 along `dim`, broadcast over its batch and event dims: shape
+    (K, 1.., *batch, *event). A Categorical's, which depends only on that shape, is built once
+    per shape and device and handed out again (an expanded view, which in-place ops refuse;
+    the cache holds only views that really are expanded, so none can be written through)."""
+    batch, event = tuple(fn.batch_shape), tuple(fn.event_shape)
+    pad = (1,) * (-dim - 1)
+    if type(fn) in _CATEGORICAL:
+        k = fn._num_events
+        shape = (k,) + pad[len(batch):] + batch
+        key = (shape, fn._param.device)
+        support = _SUPPORTS.get(key)
+        if support is None:
+            with torch.inference_mode(False):  # it is indexed with later: saved for backward
+                support = torch.arange(k, device=key[1]).reshape((k,) + pad).expand(shape)
+            if any(s > 1 for s in batch) and len(_SUPPORTS) < 64:
+                _SUPPORTS[key] = support
+        return support
+    support = fn.enumerate_support(expand=False)  # (K, 1.., *event)
+    shape = (support.shape[0],) + pad[len(batch):] + batch + event
+    return support.reshape((support.shape[0],) + pad + event).expand(shape)
 
 
 def _decided_value(fn: Any, strategy: Strategy, d: _Decision) -> torch.Tensor:
