@@ -134,4 +134,5 @@ def support_log_prob(fn: Distribution, shape: tuple[int, ...]) -> torch.Tensor |
         return None  # another support size, or batch dims the value does not have
     if shape[1:len(shape) - n].count(1) != len(shape) - n - 1:
         return None
-    return logits.movedim(-1, 0).reshape(shape)
+    # only size-1 dims are inserted, so a view always fits
+    return (logits.t() if n == 1 else logits.movedim(-1, 0)).view(shape)
