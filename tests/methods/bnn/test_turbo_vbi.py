@@ -178,6 +178,19 @@ def test_python_api_on_a_user_network() -> None:
     assert torch.allclose(compact(x), mean_net, atol=1e-5)
 
 
+def test_pruning_a_whole_layer_warns() -> None:
+    """If every unit of a hidden layer falls below the threshold, pruning says so in one
+    warning (the network would otherwise silently predict a constant)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    tv = varbayes.turbo_vbi(net, epochs=1, batch_size=16, eval_samples=2, val_samples=2)
+    tv.learner.priors[0].unit_logit.fill_(-10.0)
+    with pytest.warns(UserWarning, match="pruned every weight of layer 1"):
+        tv.learner.prune()
+    masks = [layer.mask for layer in tv.learner.layers]
+    assert not masks[0].any() and not masks[1].any()
+
+
 def test_python_model_saves_and_reloads(tmp_path: Path) -> None:
     """A Turbo-VBI model fitted from Python round-trips through safetensors + JSON:
     varbayes.load gives the same masks, weights and (same-seed) predictions."""

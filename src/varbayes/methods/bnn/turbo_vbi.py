@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,9 +217,15 @@ class TurboLearner(VariationalLearner):
     def prune(self) -> None:
         """Remove the weights whose support posterior is below the threshold; fine-tuning
         then keeps the prior fixed."""
-        for layer, mask in zip(self.layers, self.masks()):
+        masks = self.masks()
+        for layer, mask in zip(self.layers, masks):
             layer.set_mask(mask)
         self.turbo = False
+        for k, mask in enumerate(masks[:-1]):
+            if not bool(mask.any()):
+                warnings.warn(f"Turbo-VBI pruned every weight of layer {k + 1}, so the network "
+                              "now predicts a constant; lower slab_scale or spike_growth, or "
+                              "train longer before the first round", stacklevel=2)
 
 
 def build(cfg: Config, ds: Dataset) -> tuple[TurboLearner, dict[str, Any]]:
