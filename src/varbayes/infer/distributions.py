@@ -31,7 +31,15 @@ def _lean(validate_args: bool | None) -> bool:
     return validate_args is False or (validate_args is None and not Distribution._validate_args)
 
 
-class Normal(_Normal):
+class _KeepsClass:
+    """`expand` returns an instance of the subclass (torch's would build the base class)."""
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> Any:
+        new = type(self).__new__(type(self)) if _instance is None else _instance
+        return super().expand(batch_shape, new)  # type: ignore[misc]
+
+
+class Normal(_KeepsClass, _Normal):
     """`torch.distributions.Normal`, built without broadcasting when loc and scale are
     tensors of one shape and validation is off."""
 
@@ -54,10 +62,6 @@ class Normal(_Normal):
                 return
         super().__init__(loc, scale, validate_args)
 
-    def expand(self, batch_shape: Any, _instance: Any = None) -> Normal:
-        return super().expand(batch_shape, Normal.__new__(Normal) if _instance is None
-                              else _instance)
-
 
 _CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
 
@@ -75,7 +79,7 @@ def cached_constant(x: float, like: Tensor) -> Tensor:
     return t
 
 
-class Bernoulli(_Bernoulli):
+class Bernoulli(_KeepsClass, _Bernoulli):
     """`torch.distributions.Bernoulli`, built without broadcasting from a logits tensor when
     validation is off."""
 
@@ -88,12 +92,8 @@ class Bernoulli(_Bernoulli):
             return
         super().__init__(probs, logits, validate_args)
 
-    def expand(self, batch_shape: Any, _instance: Any = None) -> Bernoulli:
-        return super().expand(batch_shape, Bernoulli.__new__(Bernoulli) if _instance is None
-                              else _instance)
 
-
-class Categorical(_Categorical):
+class Categorical(_KeepsClass, _Categorical):
     """`torch.distributions.Categorical`; from a logits tensor with validation off it
     normalises with one `log_softmax` and sets its fields directly."""
 
@@ -108,12 +108,8 @@ class Categorical(_Categorical):
             return
         super().__init__(probs, logits, validate_args)
 
-    def expand(self, batch_shape: Any, _instance: Any = None) -> Categorical:
-        return super().expand(batch_shape, Categorical.__new__(Categorical) if _instance is None
-                              else _instance)
 
-
-class Independent(_Independent):
+class Independent(_KeepsClass, _Independent):
     """`torch.distributions.Independent`, built with one shape split."""
 
     def __init__(self, base_distribution: Distribution, reinterpreted_batch_ndims: int,
@@ -130,10 +126,6 @@ class Independent(_Independent):
                 self._validate_args = validate_args
             return
         super().__init__(base_distribution, reinterpreted_batch_ndims, validate_args)
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> Independent:
-        return super().expand(batch_shape, Independent.__new__(Independent) if _instance is None
-                              else _instance)
 
 
 __all__ = ["Bernoulli", "Categorical", "Independent", "Normal"]
