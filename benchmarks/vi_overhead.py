@@ -14,8 +14,11 @@ Validation of distribution arguments is off on both sides (Pyro: `enable_validat
 varbayes: `validate_args=False` in the programs), as in a tuned training loop. The varbayes
 programs (the library's VAE and the mixture below) build their distributions with
 `varbayes.infer.distributions`, torch's classes with cheaper constructors.
-Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]`
-(`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead goes).
+Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
+[--compile]` (`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead
+goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor, and the
+hand-written loss under `torch.compile` with the same settings, timed after their first call,
+whose wall-clock compile time is reported in its own table).
 By default torch runs one thread and the timer counts this process's CPU time
 (`time.process_time`), which other processes on a busy machine do not inflate; `--wall` times
 wall clock with the default threads instead.
@@ -27,6 +30,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from _timing import machine, markdown, median_times
@@ -38,6 +42,8 @@ from varbayes.methods.vi.vae import VAE
 
 BATCHES = (64, 128, 256, 512, 1024)
 CLOCK = time.perf_counter
+COMPILE = False
+COMPILE_SECONDS: list[list[object]] = []  # [what, wall-clock seconds of the first call]
 
 
 def main() -> None:
@@ -48,7 +54,11 @@ def main() -> None:
                         help="wall-clock time with torch's default threads")
     parser.add_argument("--breakdown", action="store_true",
                         help="only where a batch-64 VAE step's time goes (1500 repeats)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the compiled path (Inductor; compiles take minutes)")
     args = parser.parse_args()
+    global COMPILE
+    COMPILE = args.compile
     repeats = 30 if args.quick else args.repeats
     batches = (64, 1024) if args.quick else BATCHES
     global CLOCK
@@ -65,6 +75,9 @@ def main() -> None:
     print(vae_table(batches, repeats, pyro))
     print()
     print(mixture_table(max(repeats // 10, 5), pyro))
+    if COMPILE_SECONDS:
+        print("\nFirst call (compile) of each compiled contender, wall clock\n")
+        print(markdown(["contender", "compile s"], COMPILE_SECONDS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,15 +95,44 @@ def vae_table(batches: tuple[int, ...], repeats: int, pyro: object) -> str:
         if pyro is not None:
             elbo = pyro.infer.Trace_ELBO()
             contenders["pyro"] = lambda x=x, elbo=elbo: _pyro_step(pyro, elbo, vae, x)
+        if COMPILE:
+            loss = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1)
+            hand = torch.compile(lambda x: _hand_loss(vae, x), fullgraph=True,
+                                 options={"fallback_random": True})
+            contenders["compiled"] = _first_call_timed(
+                f"varbayes VAE step, batch {b}", lambda x=x, f=loss: _backward(vae, f, x))
+            contenders["hand compiled"] = _first_call_timed(
+                f"hand-written VAE step, batch {b}", lambda x=x, f=hand: _backward(vae, f, x))
         t = median_times(contenders, repeats=repeats, warmup=10, clock=CLOCK)
         row = [b, 1e3 * t["hand"], 1e3 * t["varbayes"], t["varbayes"] / t["hand"]]
         if pyro is not None:
             row += [1e3 * t["pyro"], t["varbayes"] / t["pyro"]]
+        if COMPILE:
+            row += [1e3 * t["compiled"], t["compiled"] / t["hand"],
+                    t["compiled"] / t["pyro"] if pyro is not None else math.nan,
+                    1e3 * t["hand compiled"], t["compiled"] / t["hand compiled"]]
         rows.append(row)
     header = ["batch", "hand-written ms", "varbayes ms", "varbayes / hand"]
     if pyro is not None:
         header += ["Pyro Trace_ELBO ms", "varbayes / Pyro"]
+    if COMPILE:
+        header += ["compiled varbayes ms", "compiled / hand", "compiled / Pyro",
+                   "compiled hand-written ms", "compiled / compiled hand"]
     return (f"VAE ELBO-gradient step (median of {repeats})\n\n" + markdown(header, rows))
+
+
+def _first_call_timed(what: str, fn: Callable[[], None]) -> Callable[[], None]:
+    """fn after one call (the compile), whose wall-clock seconds go to COMPILE_SECONDS."""
+    start = time.perf_counter()
+    fn()
+    COMPILE_SECONDS.append([what, time.perf_counter() - start])
+    return fn
+
+
+def _backward(vae: nn.Module, loss: Callable[[torch.Tensor], torch.Tensor],
+              x: torch.Tensor) -> None:
+    vae.zero_grad(set_to_none=True)
+    loss(x).backward()
 
 
 def _varbayes_step(vae: VAE, x: torch.Tensor) -> None:
@@ -99,8 +141,12 @@ def _varbayes_step(vae: VAE, x: torch.Tensor) -> None:
 
 
 def _hand_step(vae: VAE, x: torch.Tensor) -> None:
-    """The same ELBO written out: reparameterised z, Bernoulli log-likelihood, log p - log q."""
     vae.zero_grad(set_to_none=True)
+    _hand_loss(vae, x).backward()
+
+
+def _hand_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """The same ELBO written out: reparameterised z, Bernoulli log-likelihood, log p - log q."""
     loc, log_scale = vae.encoder(x).chunk(2, -1)
     scale = log_scale.exp()
     eps = torch.randn_like(loc)
@@ -109,7 +155,7 @@ def _hand_step(vae: VAE, x: torch.Tensor) -> None:
     loglik = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
     log_prior = (-0.5 * z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
     log_q = (-0.5 * eps**2 - log_scale).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
-    (-(loglik + log_prior - log_q).mean()).backward()
+    return -(loglik + log_prior - log_q).mean()
 
 
 def _pyro_step(pyro: object, elbo: object, vae: VAE, x: torch.Tensor) -> None:
@@ -268,14 +314,40 @@ def mixture_table(repeats: int, pyro: object) -> str:
                     else pyro.infer.TraceEnum_ELBO(max_plate_nesting=1))
             contenders["pyro"] = lambda s=strategy, lo=loss, m=pmix, o=popt: _pyro_epoch(
                 pyro, lo, m, o, x, s)
+        compiled = COMPILE and strategy != "enum-sequential"  # re-execution: not capturable
+        if compiled:
+            cmix, chmix = Mixture(), Mixture()
+            cmix.load_state_dict(mix.state_dict())
+            chmix.load_state_dict(mix.state_dict())
+            copt = torch.optim.Adam(cmix.parameters(), lr=1e-2)
+            chopt = torch.optim.Adam(chmix.parameters(), lr=1e-2)
+            closs = infer.compile_loss(infer.elbo(), cmix.model, cmix.guide, plates=1,
+                                       data_size=len(x), strategies=_mixture_strategy(strategy))
+            chloss = torch.compile(lambda xb, s=strategy, m=chmix: _hand_mixture_loss(m, xb, s),
+                                   fullgraph=True, options={"fallback_random": True})
+            contenders["compiled"] = _first_call_timed(
+                f"varbayes mixture epoch, {strategy}",
+                lambda m=cmix, o=copt, f=closs: _epoch(m, o, x, f))
+            contenders["hand compiled"] = _first_call_timed(
+                f"hand-written mixture epoch, {strategy}",
+                lambda m=chmix, o=chopt, f=chloss: _epoch(m, o, x, f))
         t = median_times(contenders, repeats=repeats, warmup=2, clock=CLOCK)
         row = [strategy, 1e3 * t["hand"], 1e3 * t["varbayes"], t["varbayes"] / t["hand"]]
         if pyro is not None:
             row += [peer, 1e3 * t["pyro"], t["varbayes"] / t["pyro"], t["hand"] / t["pyro"]]
+        if COMPILE:
+            nan = math.nan
+            row += ([1e3 * t["compiled"], t["compiled"] / t["hand"],
+                     t["compiled"] / t["pyro"] if pyro is not None else nan,
+                     1e3 * t["hand compiled"], t["compiled"] / t["hand compiled"]]
+                    if compiled else [nan] * 5)
         rows.append(row)
     header = ["estimator", "hand-written ms/epoch", "varbayes ms/epoch", "varbayes / hand"]
     if pyro is not None:
         header += ["Pyro", "Pyro ms/epoch", "varbayes / Pyro", "hand / Pyro"]
+    if COMPILE:
+        header += ["compiled varbayes ms/epoch", "compiled / hand", "compiled / Pyro",
+                   "compiled hand-written ms/epoch", "compiled / compiled hand"]
     return (f"Gaussian mixture, one epoch of 10 minibatches of 100 (median of {repeats})\n\n"
             + markdown(header, rows))
 
@@ -284,10 +356,14 @@ def _batches(n: int, size: int = 100) -> list[torch.Tensor]:
     return list(torch.randperm(n).split(size))
 
 
+def _mixture_strategy(strategy: str) -> dict[str, infer.strategies.Strategy]:
+    return {"c": infer.reinforce() if strategy == "reinforce"
+            else infer.enum(parallel=strategy == "enum-parallel")}
+
+
 def _varbayes_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
                     strategy: str) -> None:
-    strategies = {"c": infer.reinforce() if strategy == "reinforce"
-                  else infer.enum(parallel=strategy == "enum-parallel")}
+    strategies = _mixture_strategy(strategy)
     for idx in _batches(len(x)):
         opt.zero_grad(set_to_none=True)
         est = infer.estimate(infer.elbo(), mix.model, mix.guide, x[idx], plates=1,
@@ -296,26 +372,33 @@ def _varbayes_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
         opt.step()
 
 
+def _epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
+           loss: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """An epoch of Adam steps on `loss(minibatch)` (a compiled loss of either side)."""
+    for idx in _batches(len(x)):
+        opt.zero_grad(set_to_none=True)
+        loss(x[idx]).backward()
+        opt.step()
+
+
 def _hand_epoch(mix: Mixture, opt: torch.optim.Optimizer, x: torch.Tensor,
                 strategy: str) -> None:
-    """The same epoch written out: the exact sum over the 3 assignments (both enumeration
+    _epoch(mix, opt, x, lambda xb: _hand_mixture_loss(mix, xb, strategy))
+
+
+def _hand_mixture_loss(mix: Mixture, xb: torch.Tensor, strategy: str) -> torch.Tensor:
+    """The same loss written out: the exact sum over the 3 assignments (both enumeration
     rows), or one sampled assignment per point with the score-function surrogate."""
     log_prior = -math.log(mix.means.shape[0])
-    for idx in _batches(len(x)):
-        xb = x[idx]
-        opt.zero_grad(set_to_none=True)
-        log_q = torch.log_softmax(mix.encoder(xb), -1)  # (B, K)
-        if strategy == "reinforce":
-            c = torch.multinomial(log_q.detach().exp(), 1).squeeze(-1)
-            lq = log_q.gather(-1, c[:, None]).squeeze(-1)
-            ll = -0.5 * ((xb - mix.means[c]) ** 2).sum(-1) - math.log(2 * math.pi)
-            w = ll + log_prior - lq
-            loss = -(w + w.detach() * lq).mean()
-        else:
-            ll = -0.5 * ((xb[:, None, :] - mix.means) ** 2).sum(-1) - math.log(2 * math.pi)
-            loss = -(log_q.exp() * (ll + log_prior - log_q)).sum(-1).mean()
-        loss.backward()
-        opt.step()
+    log_q = torch.log_softmax(mix.encoder(xb), -1)  # (B, K)
+    if strategy == "reinforce":
+        c = torch.multinomial(log_q.detach().exp(), 1).squeeze(-1)
+        lq = log_q.gather(-1, c[:, None]).squeeze(-1)
+        ll = -0.5 * ((xb - mix.means[c]) ** 2).sum(-1) - math.log(2 * math.pi)
+        w = ll + log_prior - lq
+        return -(w + w.detach() * lq).mean()
+    ll = -0.5 * ((xb[:, None, :] - mix.means) ** 2).sum(-1) - math.log(2 * math.pi)
+    return -(log_q.exp() * (ll + log_prior - log_q)).sum(-1).mean()
 
 
 def _pyro_epoch(pyro: object, loss: object, mix: Mixture, opt: torch.optim.Optimizer,

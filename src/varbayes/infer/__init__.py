@@ -8,6 +8,7 @@ value with an unbiased gradient surrogate, carrying out each site's strategy (`r
 the shared training engine. The ELBO of every method is `elbo_terms` / `elbo_loss`.
 """
 
+from varbayes.infer.compiled import CompiledLoss, compile_loss
 from varbayes.infer.elbo import elbo_loss, elbo_terms
 from varbayes.infer.estimate import Estimate, estimate
 from varbayes.infer.fit import ObjectiveLearner, evaluate, fit
@@ -35,9 +36,9 @@ from varbayes.infer.sites import Trace, condition, particles, sample, scope
 from varbayes.infer.strategies import Baseline, enum, mvd, reinforce, reparam
 
 __all__ = [
-    "Baseline", "Estimate", "Marginal", "ObjectiveLearner", "SIRResult", "Trace", "condition",
-    "density", "detached", "diwhvi", "elbo", "elbo_loss", "elbo_terms", "enum", "estimate",
-    "evaluate", "fit", "hvi", "iwelbo", "iwhvi", "log_joint", "log_weight", "logmeanexp",
-    "marginal", "mvd", "particles", "reinforce", "reparam", "rws", "sample", "scope",
-    "simulate", "sir",
+    "Baseline", "CompiledLoss", "Estimate", "Marginal", "ObjectiveLearner", "SIRResult",
+    "Trace", "compile_loss", "condition", "density", "detached", "diwhvi", "elbo", "elbo_loss",
+    "elbo_terms", "enum", "estimate", "evaluate", "fit", "hvi", "iwelbo", "iwhvi", "log_joint",
+    "log_weight", "logmeanexp", "marginal", "mvd", "particles", "reinforce", "reparam", "rws",
+    "sample", "scope", "simulate", "sir",
 ]

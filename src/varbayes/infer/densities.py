@@ -42,7 +42,10 @@ def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     base = fn.base_dist if type(fn) in _INDEPENDENT else fn
     if type(base) in _NORMAL:
         loc = base.loc
-        eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
+        if torch.compiler.is_compiling():  # Inductor fuses randn, not an in-place normal_
+            eps = torch.randn_like(loc)
+        else:
+            eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
         return torch.addcmul(loc, eps, base.scale), eps
     return fn.rsample(), None
 

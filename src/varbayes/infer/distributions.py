@@ -68,13 +68,15 @@ _CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
 
 def cached_constant(x: float, like: Tensor) -> Tensor:
     """A 0-d tensor holding x with like's dtype and device, made once (never written to: it is
-    only ever handed out as an expanded, read-only view)."""
+    only ever handed out as an expanded, read-only view). Not cached while `torch.compile`
+    traces: the graph holds it as a constant."""
     key = (float(x), like.dtype, like.device)
-    t = _CONSTANTS.get(key)
+    compiling = torch.compiler.is_compiling()
+    t = None if compiling else _CONSTANTS.get(key)
     if t is None:
         with torch.inference_mode(False), torch.no_grad():
             t = torch.tensor(float(x), dtype=like.dtype, device=like.device)
-        if len(_CONSTANTS) < 256:  # a program that varies the number every step: no cache
+        if not compiling and len(_CONSTANTS) < 256:  # a number varied every step: no cache
             _CONSTANTS[key] = t
     return t
 

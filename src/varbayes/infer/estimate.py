@@ -242,11 +242,12 @@ def _enumerated_support(fn: Any, dim: int) -> torch.Tensor:
         k = fn._num_events
         shape = (k,) + pad[len(batch):] + batch
         key = (shape, fn._param.device)
-        support = _SUPPORTS.get(key)
+        compiling = torch.compiler.is_compiling()  # a captured graph holds it as a constant
+        support = None if compiling else _SUPPORTS.get(key)
         if support is None:
             with torch.inference_mode(False):  # it is indexed with later: saved for backward
                 support = torch.arange(k, device=key[1]).reshape((k,) + pad).expand(shape)
-            if any(s > 1 for s in batch) and len(_SUPPORTS) < 64:
+            if not compiling and any(s > 1 for s in batch) and len(_SUPPORTS) < 64:
                 _SUPPORTS[key] = support
         return support
     support = fn.enumerate_support(expand=False)  # (K, 1.., *event)

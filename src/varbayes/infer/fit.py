@@ -5,6 +5,11 @@ is minus the objective's estimate (`estimate(...).loss()`), so the shared engine
 (`varbayes.train.fit`) supplies the optimiser and schedule, minibatches with the data size for
 the ELBO's scaling, NaN checks, validation, checkpoints and resume, devices and DDP.
 
+`compile=True` (or a dict of `compile_loss` settings) computes each training step's loss with
+`varbayes.infer.compile_loss` (one captured graph, forward and backward; same values on the
+same random numbers; the first step compiles, a new batch shape compiles again); validation
+stays eager.
+
 Programs receive the minibatch as arguments: `model(x)` / `guide(x)` for data x,
 `model(x, y)` / `guide(x, y)` for pairs, `model()` / `guide()` with no data (then every step is
 one "batch" and `cfg.epochs` counts gradient steps).
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from varbayes.errors import VarbayesError
+from varbayes.infer.compiled import CompiledLoss, compile_loss
 from varbayes.infer.estimate import Estimate, estimate
 from varbayes.infer.objectives import Objective
 from varbayes.infer.strategies import Reinforce, Strategy
@@ -34,7 +40,8 @@ class ObjectiveLearner(Learner):
     """A model/guide pair and an objective, as a Learner of the shared engine.
 
     Parameters of `model`, `guide` (modules, or bound methods of modules), of learned REINFORCE
-    baselines in `strategies`, and any extra `params` are trained together.
+    baselines in `strategies`, and any extra `params` are trained together. `compile`: train
+    with the compiled loss (True, or a dict of `compile_loss` settings such as backend).
     """
 
     def __init__(
@@ -49,8 +56,14 @@ class ObjectiveLearner(Learner):
         params: Iterable[nn.Parameter] = (),
         paired: bool = False,
         has_data: bool = True,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
+        if not isinstance(compile, (bool, Mapping)):
+            raise VarbayesError(f"compile must be True, False or a dict of compile_loss "
+                                f"settings; got {type(compile).__name__}")
+        self.compile_settings = ({} if compile is True else dict(compile)) if compile else None
+        self._compiled: dict[int | None, CompiledLoss] = {}  # by data size
         self.objective, self.model_fn, self.guide_fn = objective, model, guide
         self.strategies = dict(strategies or {})
         self.plates, self.samples = plates, samples
@@ -73,7 +86,21 @@ class ObjectiveLearner(Learner):
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, step: Step) -> torch.Tensor:
         data_size = step.n_train if self.plates else None
+        if self.compile_settings is not None and torch.is_grad_enabled():
+            return self.compiled_loss(data_size)(*self._args(x, y))
         return self.estimate(*self._args(x, y), data_size=data_size).loss()
+
+    def compiled_loss(self, data_size: int | None) -> CompiledLoss:
+        """The compiled training loss for minibatches standing for `data_size` points (made
+        on first use)."""
+        loss = self._compiled.get(data_size)
+        if loss is None:
+            loss = compile_loss(self.objective, self.model_fn, self.guide_fn,
+                                strategies=self.strategies, plates=self.plates,
+                                data_size=data_size, samples=self.samples,
+                                **self.compile_settings)
+            self._compiled[data_size] = loss
+        return loss
 
     def validation_loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
         with torch.no_grad():
@@ -102,13 +129,15 @@ def fit(
     resume: bool = False,
     quiet: bool = True,
     description: str = "variational inference",
+    compile: bool | Mapping[str, Any] = False,
 ) -> tuple[ObjectiveLearner, FitResult]:
     """Maximise `objective` for `model`/`guide` on `data` with the shared engine.
 
     data: None (a program without data: cfg.epochs gradient steps), a tensor x (batches of
     rows; plates defaults to 1) or a pair (x, y). samples: independent copies averaged per
-    step. Returns the learner (whose modules are the trained model and guide) and the
-    engine's FitResult.
+    step. compile: each step's loss by `varbayes.infer.compile_loss` (True, or a dict of its
+    settings; see the module doc). Returns the learner (whose modules are the trained model
+    and guide) and the engine's FitResult.
     """
     cfg = cfg or TrainConfig()
     paired = isinstance(data, tuple)
@@ -117,7 +146,7 @@ def fit(
         plates = 0 if data is None else 1
     learner = ObjectiveLearner(objective, model, guide, strategies=strategies, plates=plates,
                                samples=samples, params=params, paired=paired,
-                               has_data=data is not None)
+                               has_data=data is not None, compile=compile)
     if data is None:
         cfg = _one_step_per_epoch(cfg)
     x_val, y_val = _as_arrays(validation) if validation is not None else (None, None)

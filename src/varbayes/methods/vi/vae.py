@@ -41,7 +41,11 @@ class VAE(nn.Module):
 
     def prior(self, x: torch.Tensor) -> Independent:
         """The standard normal prior on z for a batch like x, built once per batch shape
-        (the same object each step, so its constant normaliser is computed once)."""
+        (the same object each step, so its constant normaliser is computed once; not while
+        `torch.compile` traces, where the graph computes it once anyway)."""
+        if torch.compiler.is_compiling():
+            zeros = x.new_zeros(x.shape[:-1] + (self.sizes["latent"],))
+            return Independent(Normal(zeros, 1.0 + zeros, validate_args=False), 1)
         key = (x.shape[:-1], x.dtype, x.device)
         prior = self._priors.get(key)
         if prior is None:
