@@ -17,8 +17,8 @@ programs (the library's VAE and the mixture below) build their distributions wit
 Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
 [--compile]` (`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead
 goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor, and the
-hand-written loss under `torch.compile` with the same settings, timed after their first call,
-whose wall-clock compile time is reported in its own table).
+hand-written loss under `torch.compile` with the same settings, static shapes, timed after
+their first call, whose wall-clock compile time is reported in its own table).
 By default torch runs one thread and the timer counts this process's CPU time
 (`time.process_time`), which other processes on a busy machine do not inflate; `--wall` times
 wall clock with the default threads instead.
@@ -96,8 +96,9 @@ def vae_table(batches: tuple[int, ...], repeats: int, pyro: object) -> str:
             elbo = pyro.infer.Trace_ELBO()
             contenders["pyro"] = lambda x=x, elbo=elbo: _pyro_step(pyro, elbo, vae, x)
         if COMPILE:
-            loss = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1)
-            hand = torch.compile(lambda x: _hand_loss(vae, x), fullgraph=True,
+            loss = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1,
+                                      dynamic=False)
+            hand = torch.compile(lambda x: _hand_loss(vae, x), fullgraph=True, dynamic=False,
                                  options={"fallback_random": True})
             contenders["compiled"] = _first_call_timed(
                 f"varbayes VAE step, batch {b}", lambda x=x, f=loss: _backward(vae, f, x))
@@ -322,9 +323,10 @@ def mixture_table(repeats: int, pyro: object) -> str:
             copt = torch.optim.Adam(cmix.parameters(), lr=1e-2)
             chopt = torch.optim.Adam(chmix.parameters(), lr=1e-2)
             closs = infer.compile_loss(infer.elbo(), cmix.model, cmix.guide, plates=1,
-                                       data_size=len(x), strategies=_mixture_strategy(strategy))
+                                       data_size=len(x), strategies=_mixture_strategy(strategy),
+                                       dynamic=False)
             chloss = torch.compile(lambda xb, s=strategy, m=chmix: _hand_mixture_loss(m, xb, s),
-                                   fullgraph=True, options={"fallback_random": True})
+                                   fullgraph=True, dynamic=False, options={"fallback_random": True})
             contenders["compiled"] = _first_call_timed(
                 f"varbayes mixture epoch, {strategy}",
                 lambda m=cmix, o=copt, f=closs: _epoch(m, o, x, f))
