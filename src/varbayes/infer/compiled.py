@@ -14,7 +14,7 @@ the global generator, not Inductor's own generator), so a compiled step and an e
 from one seed agree to float rounding (Inductor fuses and reorders arithmetic).
 
 Caveats. The first call compiles (seconds to a minute on a CPU; `aot_eager` compiles in
-seconds but runs no faster than eager); a new input shape (a last, smaller batch) compiles
+seconds but runs slower than eager); a new input shape (a last, smaller batch) compiles
 again, after which TorchDynamo marks the changed dims dynamic; a program whose Python
 branches on tensor values, or a strategy that re-executes the program (sequential
 enumeration, MVD), cannot be captured as one graph: `compile_loss` then falls back to the
