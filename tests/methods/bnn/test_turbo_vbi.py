@@ -309,3 +309,18 @@ def test_neuron_model_prunes_switched_off_units_as_a_whole() -> None:
     assert not masks[0][1].any() and not masks[1][:, 1].any()
     assert not masks[1][3].any() and not masks[2][:, 3].any()
     assert int(sum(m.sum() for m in masks)) == 24 - 4 + 30 - 5 - 6 + 1 + 15 - 3
+
+
+def test_selection_rule_follows_the_claims() -> None:
+    """Within 1 point of dense VI at >= 10x: the most neurons removed wins; if no point is
+    that accurate, the most accurate point with >= 10x; never a point below 10x."""
+    from varbayes.methods.bnn.turbo_vbi_repro import _choose
+
+    def row(acc: float, comp: float, neurons: int) -> dict[str, float]:
+        return {"val_accuracy": acc, "compression": comp, "neurons_removed": neurons}
+
+    rows = [row(0.980, 8.0, 400), row(0.975, 12.0, 100), row(0.972, 20.0, 250),
+            row(0.960, 40.0, 450)]
+    assert _choose(rows, dense_accuracy=0.98) is rows[2]  # 0.972 >= 0.97, most neurons
+    assert _choose(rows, dense_accuracy=0.99) is rows[1]  # none within 1 point: most accurate
+    assert _choose(rows[:1], dense_accuracy=0.9) is rows[0]  # none reaches 10x: most compressed
