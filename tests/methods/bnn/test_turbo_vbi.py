@@ -316,11 +316,14 @@ def test_selection_rule_follows_the_claims() -> None:
     that accurate, the most accurate point with >= 10x; never a point below 10x."""
     from varbayes.methods.bnn.turbo_vbi_repro import _choose
 
-    def row(acc: float, comp: float, neurons: int) -> dict[str, float]:
-        return {"val_accuracy": acc, "compression": comp, "neurons_removed": neurons}
+    def row(acc: float, comp: float, neurons: int, nll: float = 0.1) -> dict[str, float]:
+        return {"val_accuracy": acc, "compression": comp, "neurons_removed": neurons,
+                "val_nll": nll}
 
     rows = [row(0.980, 8.0, 400), row(0.975, 12.0, 100), row(0.972, 20.0, 250),
             row(0.960, 40.0, 450)]
     assert _choose(rows, dense_accuracy=0.98) is rows[2]  # 0.972 >= 0.97, most neurons
     assert _choose(rows, dense_accuracy=0.99) is rows[1]  # none within 1 point: most accurate
     assert _choose(rows[:1], dense_accuracy=0.9) is rows[0]  # none reaches 10x: most compressed
+    tied = [row(0.97, 40.0, 250, nll=0.18), row(0.97, 17.0, 235, nll=0.12)]
+    assert _choose(tied, dense_accuracy=0.99) is tied[1]  # accuracy tie: the lower NLL
