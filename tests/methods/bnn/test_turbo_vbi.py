@@ -327,3 +327,49 @@ def test_selection_rule_follows_the_claims() -> None:
     assert _choose(rows[:1], dense_accuracy=0.9) is rows[0]  # none reaches 10x: most compressed
     tied = [row(0.97, 40.0, 250, nll=0.18), row(0.97, 17.0, 235, nll=0.12)]
     assert _choose(tied, dense_accuracy=0.99) is tied[1]  # accuracy tie: the lower NLL
+
+
+def test_python_api_on_a_conv_network(tmp_path: Path) -> None:
+    """Conv2d layers: the prior lives on (out_channels, in_channels x kernel) grids, a channel
+    switched off loses its filter and its slices in the next layer (conv taps, or flattened
+    positions in the linear layer), and the model saves and reloads."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 2))
+    tv = varbayes.turbo_vbi(net, epochs=4, first_round=1, round_every=1, finetune_epochs=1,
+                            batch_size=32, eval_samples=2, val_samples=2)
+    assert [p.post_logit.shape for p in tv.learner.priors] == [(4, 9), (6, 16), (2, 24)]
+    tv.fit(x, y)
+    probs = tv.predict(x[:5])
+    assert probs.shape == (5, 2) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+    masks = tv.masks()
+    assert [m.shape for m in masks] == [m.shape for m in net.parameters() if m.ndim > 1]
+    assert tv.structure()["active"] == sum(int(m.sum()) for m in masks)
+    learner = tv.learner
+    learner.priors[0].unit_logit.fill_(10.0)
+    learner.priors[1].unit_logit.fill_(10.0)
+    for prior in learner.priors:
+        prior.post_logit.fill_(10.0)  # every weight active on its own
+    learner.priors[0].unit_logit[1] = -10.0  # channel 1 of conv 1 off
+    learner.priors[1].unit_logit[2] = -10.0  # channel 2 of conv 2 off
+    m = learner.masks()
+    assert not m[0][1].any() and not m[1][:, 1].any() and m[1][0, 0].all()
+    assert not m[1][2].any() and not m[2][:, 8:12].any() and m[2][:, :8].all()
+    assert int(sum(mm.sum() for mm in m)) == (36 - 9) + (96 - 6 * 4 - 16 + 4) + (48 - 8)
+    with pytest.raises(varbayes.VarbayesError, match="MLPs only"):
+        tv.compact()
+    with pytest.raises(varbayes.VarbayesError, match="cannot read examples"):
+        tv.fit(torch.randn(8, 1, 5, 5), torch.zeros(8, dtype=torch.long))
+    tv.fit(x, y)
+    tv.save(tmp_path)
+    model = varbayes.load(tmp_path)
+    assert isinstance(model.network[2], nn.MaxPool2d)
+    layers = varbayes.nn.bayesian_layers(model.network)
+    assert all(torch.equal(a.mask, b) for a, b in zip(layers, tv.masks()))
+    torch.manual_seed(3)
+    ours = tv.predict(x[:9])
+    torch.manual_seed(3)
+    assert torch.allclose(torch.as_tensor(ours), torch.as_tensor(model.predict(x[:9])),
+                          atol=1e-6)
