@@ -144,6 +144,7 @@ def breakdown_table(batch: int, repeats: int) -> str:
     contenders = {"hand-written": lambda: _hand_step(vae, x),
                   "varbayes' ops written out": lambda: _ops_step(vae, x),
                   "+ distribution objects": lambda: _objects_step(vae, x),
+                  "+ the programs, minimal sites (a floor)": lambda: _floor_step(vae, x),
                   "varbayes (+ handlers, traces, estimator)": lambda: _varbayes_step(vae, x)}
     t = median_times(contenders, repeats=repeats, warmup=20, clock=CLOCK)
     base = t["hand-written"]
@@ -180,6 +181,41 @@ def _objects_step(vae: VAE, x: torch.Tensor) -> None:
     log_q = densities.log_prob(q, z, eps)
     log_p = densities.log_prob(vae.prior(x), z)
     (-(densities.log_prob(lik, x) - (log_q - log_p)).mean()).backward()
+
+
+def _floor_step(vae: VAE, x: torch.Tensor) -> None:
+    """The VAE's own programs with the least site bookkeeping there can be: `infer.sample`
+    swapped for a function that keeps a `Site` per choice in a list and hands the guide's z
+    to the model (no handlers, traces, scope, strategies or checks), then the ELBO of those
+    sites. Not a usable path: a floor under what any site machinery costs."""
+    from varbayes.infer.sites import Site
+
+    drawn: list[Site] = []
+    values: dict[str, torch.Tensor] = {}
+
+    def minimal_sample(name: str, fn: object, *, obs: torch.Tensor | None = None,
+                       strategy: object = None) -> torch.Tensor:
+        site = Site(name, fn)
+        if obs is not None:
+            site.value, site.observed = obs, True
+        elif name in values:
+            site.value = values[name]
+        else:
+            site.rsample()
+        drawn.append(site)
+        return site.value
+
+    vae.zero_grad(set_to_none=True)
+    real, infer.sample = infer.sample, minimal_sample
+    try:
+        vae.guide(x)
+        q = drawn[0]
+        values["z"] = q.value
+        vae.model(x)
+    finally:
+        infer.sample = real
+    p_z, lik = drawn[1], drawn[2]
+    (-(lik.log_prob - (q.log_prob - p_z.log_prob)).mean()).backward()
 
 
 # ---------------------------------------------------------------------------------------------

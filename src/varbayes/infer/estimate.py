@@ -40,15 +40,27 @@ from varbayes.infer.sites import (
 from varbayes.infer.strategies import MVD, Enum, Reinforce, Strategy, resolve
 
 
-@dataclass
 class Estimate:
     """Per-element `value` (detached), a `surrogate` with the same value-expectation's
-    gradient, and the squared-error `baseline_loss` of any learned REINFORCE baselines."""
+    gradient, and the squared-error `baseline_loss` of any learned REINFORCE baselines.
+    `surrogate_is_value`: no estimator terms, the surrogate's value is the value."""
 
-    value: torch.Tensor
-    surrogate: torch.Tensor
-    baseline_loss: torch.Tensor | None = None
-    surrogate_is_value: bool = False  # no estimator terms: the surrogate's value is the value
+    __slots__ = ("_value", "baseline_loss", "surrogate", "surrogate_is_value")
+
+    def __init__(self, value: torch.Tensor, surrogate: torch.Tensor,
+                 baseline_loss: torch.Tensor | None = None,
+                 surrogate_is_value: bool = False) -> None:
+        self._value, self.surrogate = value, surrogate  # value detached when read (below)
+        self.baseline_loss, self.surrogate_is_value = baseline_loss, surrogate_is_value
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The per-element values, without gradient (detached when read: a training step
+        that only takes the loss pays for no detach)."""
+        return self._value.detach()
+
+    def __repr__(self) -> str:
+        return f"Estimate(mean={self.mean:.6g}, shape={tuple(self._value.shape)})"
 
     @property
     def mean(self) -> float:
@@ -80,25 +92,36 @@ def estimate(
     minibatch stands for (None: the minibatch is all of it). samples: independent copies
     (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
     """
-    strategies = dict(strategies) if strategies else {}
-    for name, s in strategies.items():
-        if not isinstance(s, Strategy):
-            raise VarbayesError(f"strategy for site {name!r} must be reparam(), reinforce(), "
-                                f"enum() or mvd(); got {s!r}")
-    if not isinstance(samples, int) or samples < 1:
+    snapshot = _BRANCHING_PROGRAMS  # whether this run may need re-execution (see _NoSnapshot)
+    if strategies:
+        strategies = dict(strategies)
+        for name, s in strategies.items():
+            if not isinstance(s, Strategy):
+                raise VarbayesError(f"strategy for site {name!r} must be reparam(), "
+                                    f"reinforce(), enum() or mvd(); got {s!r}")
+            snapshot = snapshot or _branches(s)
+    else:
+        strategies = _NO_OVERRIDES
+    if (samples != 1 or type(samples) is not int) and (
+            not isinstance(samples, int) or samples < 1):
         raise VarbayesError(f"samples must be a positive integer; got {samples!r}")
-
-    def run() -> Any:
-        with particles(samples):
-            return program(*args, **kwargs)
-
     if samples == 1:
-        run = functools.partial(program, *args, **kwargs)  # noqa: F811 (no extra frame)
+        run = functools.partial(program, *args, **kwargs)  # no extra frame
+    else:
 
-    explorer = _Explorer(run, strategies, plates)
+        def run() -> Any:
+            with particles(samples):
+                return program(*args, **kwargs)
+
     push_scope(plates, data_size)
     try:
-        value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+        explorer = _Explorer(run, strategies, plates, snapshot)
+        try:
+            value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+        except _NoSnapshot:  # a program's own site branched: run again, re-executable
+            _note_branching_program()
+            explorer = _Explorer(run, strategies, plates, True)
+            value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
     finally:
         _SCOPES.pop()
     natural = plates + (samples > 1)
@@ -114,7 +137,7 @@ def estimate(
         raise VarbayesError(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
             f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
-    return Estimate(value.detach(), surrogate, baseline_loss, same)
+    return Estimate(value, surrogate, baseline_loss, same)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +191,10 @@ class _Run(Handler):
             return
         pos = self.position
         self.position += 1
-        self.seen.add(site.name)
-        override = self.strategies.get(site.name) if self.strategies else None
+        override = None
+        if self.strategies:  # the names drawn are checked against the overrides'
+            self.seen.add(site.name)
+            override = self.strategies.get(site.name)
         site.drawn = True
         if (override is None and site.strategy is None and site.fn.has_rsample
                 and pos not in self.decisions):
@@ -242,6 +267,28 @@ def _decided_value(fn: Any, strategy: Strategy, d: _Decision) -> torch.Tensor:
 
 _CPU_GENERATOR = torch.default_generator
 
+_NO_OVERRIDES: Mapping[str, Strategy] = {}  # shared, never written to
+
+_BRANCHING_PROGRAMS = False
+"""Whether a program run by `estimate` has declared a branching strategy on a site itself
+(sequential enumeration, MVD). Until one has, an estimate without branching overrides skips
+the random-number snapshot (a fixed cost of every step); the first such site raises
+`_NoSnapshot`, and that estimate starts over with a snapshot, as every later one does."""
+
+
+def _branches(s: Strategy) -> bool:
+    """Whether a strategy re-executes the rest of the program (so needs the snapshot)."""
+    return isinstance(s, MVD) or (isinstance(s, Enum) and not s.parallel)
+
+
+def _note_branching_program() -> None:
+    global _BRANCHING_PROGRAMS
+    _BRANCHING_PROGRAMS = True
+
+
+class _NoSnapshot(Exception):
+    """A site branched in a run that kept no random-number snapshot to re-execute from."""
+
 
 class _RngState:
     """The torch random-number state at the start of an estimate, restored before each
@@ -258,32 +305,42 @@ class _RngState:
 
 
 class _Explorer:
+    """Runs the program under branch decisions and combines the runs. `snapshot`: keep the
+    random-number state of the start, which re-executions restore; without it, a branching
+    site raises `_NoSnapshot` (the caller then starts over with one)."""
+
     def __init__(self, run: Callable[[], Any], strategies: Mapping[str, Strategy],
-                 plates: int) -> None:
+                 plates: int, snapshot: bool = True) -> None:
         self.run, self.strategies, self.plates = run, strategies, plates
         self.seen: set[str] = set()
         self.rng: _RngState | None = None
+        self.snapshot = snapshot
         self.branched = False
 
     def explore(self, decisions: dict[int, _Decision],
                 value_only: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(value, surrogate, baseline loss or None) of the program under `decisions`."""
-        if self.rng is None:
-            self.rng = _RngState()
-        else:
+        if self.rng is not None:
             self.rng.restore()
+        elif self.snapshot:
+            self.rng = _RngState()
         execution = _Run(decisions, self.strategies, value_only)
         branch: _Branch | None = None
         try:
             with execution:
                 out = self.run()
         except _Branch as b:
+            if self.rng is None:
+                raise _NoSnapshot from None
             branch = b
             self.branched = True
-        self.seen |= execution.seen
+        if self.strategies:
+            self.seen |= execution.seen
         baseline_loss: torch.Tensor | None
         if branch is None:
             value = _as_value(out)
+            if not execution.owned and not execution.enum_count:  # no estimator terms
+                return (value, value, None) if not value_only else (value.detach(),) * 2 + (None,)
             surrogate, baseline_loss = value, None
         elif isinstance(branch.strategy, Enum):
             value, surrogate, baseline_loss = self._enumerate(decisions, branch)

@@ -150,7 +150,7 @@ def sample(
     if _SCOPES:
         s = _SCOPES[-1]
         if len(site.fn.batch_shape) > s.plates + s.particle_dims:
-            _check_batch_dims(site)
+            _check_batch_dims(site, s)
     for postprocess in _POSTPROCESS:
         postprocess(site)
     return site.value
@@ -172,17 +172,16 @@ def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
 
 
-def _check_batch_dims(site: Site) -> None:
+def _check_batch_dims(site: Site, s: Scope) -> None:
     """Every non-singleton batch dim must be a plate, an open particle dim, or an
-    enumeration dim (far left, see `enum_dim`)."""
-    s = current_scope()
+    enumeration dim (far left, see `enum_dim`); `s` the scope in force."""
     shape = site.fn.batch_shape
     inner = s.plates + s.particle_dims
     if len(shape) <= inner:
         return
     # the dims at positions inner+1 .. plates+MAX_PARTICLE_DIMS from the right must be 1
     undeclared = shape[max(len(shape) - s.plates - MAX_PARTICLE_DIMS, 0):len(shape) - inner]
-    if any(size != 1 for size in undeclared):
+    if undeclared.count(1) != len(undeclared):
         raise VarbayesError(
             f"site {site.name!r} has batch shape {tuple(shape)} but only {inner} batch dims "
             f"are declared ({s.plates} plate + {s.particle_dims} particle); declare event "
