@@ -236,11 +236,13 @@ class TurboLearner(VariationalLearner):
         for layer, mask in zip(self.layers, masks):
             layer.set_mask(mask)
         self.turbo = False
-        for k, mask in enumerate(masks[:-1]):
-            if not bool(mask.any()):
-                warnings.warn(f"Turbo-VBI pruned every weight of layer {k + 1}, so the network "
-                              "now predicts a constant; lower slab_scale or spike_growth, or "
-                              "train longer before the first round", stacklevel=2)
+        widths = structure_report(masks)["compact_widths"][1:-1]
+        for k, width in enumerate(widths):
+            if width == 0:
+                warnings.warn(f"Turbo-VBI left no unit in hidden layer {k + 1} (each lost all "
+                              "its incoming or all its outgoing weights), so the network now "
+                              "predicts a constant; lower slab_scale or spike_growth, or train "
+                              "longer before the first round", stacklevel=2)
 
 
 def _grid(weight: torch.Tensor) -> torch.Tensor:
