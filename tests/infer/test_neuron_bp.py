@@ -16,8 +16,10 @@ NEUTRAL = ChainFactor(0.5, 0.5)  # chain factors that couple nothing
 F = NeuronFactor(prior=0.4, on=0.3, off=0.05)
 
 
-def brute_force(unaries: list[torch.Tensor], f: NeuronFactor) -> tuple[list, list]:
-    """Exact P(s = 1) of every weight and P(z = 1) of every hidden unit, as log-odds."""
+def brute_force(unaries: list[torch.Tensor], f: NeuronFactor,
+                group: int = 1) -> tuple[list, list]:
+    """Exact P(s = 1) of every weight and P(z = 1) of every hidden unit, as log-odds; a unit
+    owns `group` consecutive columns of the next layer."""
     shapes = [u.shape for u in unaries]
     n_w = sum(u.numel() for u in unaries)
     n_z = sum(s[0] for s in shapes[:-1])
@@ -42,7 +44,7 @@ def brute_force(unaries: list[torch.Tensor], f: NeuronFactor) -> tuple[list, lis
                     if layer < len(unaries) - 1:
                         parents.append(zs[layer][i])
                     if layer > 0:
-                        parents.append(zs[layer - 1][j])
+                        parents.append(zs[layer - 1][j // group])
                     for zz in parents:
                         q = f.on if zz else f.off
                         logw += math.log(q if s[i, j] else 1 - q)
@@ -64,6 +66,18 @@ def test_exact_on_a_two_layer_tree() -> None:
     assert torch.allclose(torch.cat(out.units).double(), units, atol=1e-4)
     for e, p, u in zip(out.extrinsic, out.posterior, unaries):
         assert torch.allclose(p, e + u, atol=1e-5)
+
+
+def test_exact_with_channels_owning_several_columns() -> None:
+    """A conv-like layer pair: each of the 2 hidden units (channels) owns 2 consecutive
+    columns of the next grid (its kernel taps or flattened positions)."""
+    torch.manual_seed(1)
+    unaries = [torch.randn(2, 2) * 2, torch.randn(1, 4) * 2]
+    out = network_bp(unaries, NEUTRAL, NEUTRAL, F, iterations=40, sweeps=3, damping=0.3)
+    post, units = brute_force(unaries, F, group=2)
+    got = torch.cat([p.flatten() for p in out.posterior]).double()
+    assert torch.allclose(got, post, atol=1e-4)
+    assert torch.allclose(torch.cat(out.units).double(), units, atol=1e-4)
 
 
 def test_a_unit_without_evidence_switches_its_row_and_column_off() -> None:

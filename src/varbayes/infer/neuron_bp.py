@@ -13,6 +13,11 @@ unit stays on only when enough of its weights are active (each inactive weight i
 log((1 - on) / (1 - off)) < 0 against it, each confidently active one up to log(on / off)).
 The grids' own chain factors (rows and columns) stay as in `grid_bp`.
 
+Convolutional layers enter as their (out_channels, in_channels * kernel) grids: a unit is a
+channel, and when layer l+1's grid has g times as many columns as layer l has units, unit k
+owns the g consecutive columns k g .. k g + g - 1 (its kernel taps, or its flattened spatial
+positions in a linear layer after `Flatten`); for an MLP g = 1.
+
 Schedule (loopy BP, grouped): given the units' messages to the weights, run `grid_bp` on each
 layer with unary = the given unary + those messages; then the weights' messages to the units
 (from their cavity beliefs), the units' beliefs, and the units' new messages to the weights,
@@ -68,9 +73,10 @@ def network_bp(unaries: list[torch.Tensor], rows: ChainFactor, cols: ChainFactor
     if not unaries or any(u.ndim != 2 for u in unaries):
         raise VarbayesError("unaries must be a non-empty list of 2-D log-odds grids")
     for a, b in zip(unaries, unaries[1:]):
-        if a.shape[0] != b.shape[1]:
+        if b.shape[1] % a.shape[0]:
             raise VarbayesError(f"layer shapes do not chain: {tuple(a.shape)} then "
                                 f"{tuple(b.shape)}")
+    group = [b.shape[1] // a.shape[0] for a, b in zip(unaries, unaries[1:])]
     u = [x.double() for x in unaries]
     n = len(u)
     factors = neuron if isinstance(neuron, list) else [neuron] * (n - 1)
@@ -88,10 +94,13 @@ def network_bp(unaries: list[torch.Tensor], rows: ChainFactor, cols: ChainFactor
         belief = [x + c + d + a for x, c, d, a in zip(u, chain, down, across)]
         up_row = [_to_unit(belief[k] - down[k], factors[k]) for k in range(n - 1)]
         up_col = [_to_unit(belief[k + 1] - across[k + 1], factors[k]) for k in range(n - 1)]
-        units = [prior[k] + up_row[k].sum(1) + up_col[k].sum(0) for k in range(n - 1)]
+        units = [prior[k] + up_row[k].sum(1)
+                 + up_col[k].reshape(len(up_col[k]), -1, group[k]).sum((0, 2))
+                 for k in range(n - 1)]
         for k in range(n - 1):
             new_down = _to_weight(units[k][:, None] - up_row[k], factors[k])
-            new_across = _to_weight(units[k][None, :] - up_col[k], factors[k])
+            new_across = _to_weight(units[k].repeat_interleave(group[k])[None, :] - up_col[k],
+                                    factors[k])
             down[k] = damping * down[k] + (1 - damping) * new_down
             across[k + 1] = damping * across[k + 1] + (1 - damping) * new_across
     extrinsic = [c + d + a for c, d, a in zip(chain, down, across)]

@@ -14,6 +14,7 @@ network computes, and that run faster on ordinary dense hardware.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -48,7 +49,10 @@ def compact_mlp(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor |
     for l, (w, b) in enumerate(zip(ws, bs)):
         rows = keeps[l] if l < len(keeps) else torch.ones(w.shape[0], dtype=torch.bool)
         cols = keeps[l - 1] if l > 0 else torch.ones(w.shape[1], dtype=torch.bool)
-        lin = nn.Linear(int(cols.sum()), int(rows.sum()))
+        with warnings.catch_warnings():  # a layer pruned to nothing has zero width: its
+            # initialisation is a no-op (torch says so), and the weights are copied below
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            lin = nn.Linear(int(cols.sum()), int(rows.sum()))
         with torch.no_grad():
             lin.weight.copy_(w[rows][:, cols])
             lin.bias.copy_(b[rows])

@@ -150,17 +150,20 @@ def test_quick_reproduction(tmp_path: Path) -> None:
     assert (tmp_path / "support_digits.png").is_file()
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # a layer pruned to nothing would warn
 def test_python_api_on_a_user_network() -> None:
     """varbayes.turbo_vbi on a user's nn.Sequential: fit, predict, masks, structure report and
-    a compact network that computes what the pruned posterior mean computes."""
+    a compact network that computes what the pruned posterior mean computes; the fitted
+    network prunes units yet still separates the classes."""
     torch.manual_seed(0)
-    x = torch.randn(96, 6)
+    x = torch.randn(512, 6)
     y = (x[:, 0] + x[:, 1] > 0).long()
     net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
                         nn.Linear(12, 2))
     before = [p.clone() for p in net.parameters()]
-    tv = varbayes.turbo_vbi(net, epochs=3, first_round=1, round_every=1, finetune_epochs=1,
-                            batch_size=32, eval_samples=2, val_samples=2)
+    tv = varbayes.turbo_vbi(net, epochs=12, first_round=6, round_every=2, finetune_epochs=3,
+                            slab_scale=2.0, lr=1e-2, batch_size=64, eval_samples=2,
+                            val_samples=2)
     with pytest.raises(varbayes.VarbayesError, match="not trained yet"):
         tv.predict(x)
     tv.fit(x, y)
@@ -174,6 +177,8 @@ def test_python_api_on_a_user_network() -> None:
     assert isinstance(compact[2], nn.Tanh)
     widths = [m.out_features for m in compact if isinstance(m, nn.Linear)]
     assert [6, *widths] == report["compact_widths"]
+    assert widths[0] * widths[1] > 0 and widths[0] + widths[1] < 16 + 12  # pruned, not emptied
+    assert (tv.predict(x).argmax(1) == y).float().mean() > 0.9
     mean_net = varbayes.nn.predictive.posterior_mean_sampler(tv.network, x, 1)[0]
     assert torch.allclose(compact(x), mean_net, atol=1e-5)
 
@@ -185,12 +190,13 @@ def test_pruning_a_whole_layer_warns() -> None:
     net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
     tv = varbayes.turbo_vbi(net, epochs=1, batch_size=16, eval_samples=2, val_samples=2)
     tv.learner.priors[0].unit_logit.fill_(-10.0)
-    with pytest.warns(UserWarning, match="pruned every weight of layer 1"):
+    with pytest.warns(UserWarning, match="left no unit in hidden layer 1"):
         tv.learner.prune()
     masks = [layer.mask for layer in tv.learner.layers]
     assert not masks[0].any() and not masks[1].any()
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # a layer pruned to nothing would warn
 def test_python_model_saves_and_reloads(tmp_path: Path) -> None:
     """A Turbo-VBI model fitted from Python round-trips through safetensors + JSON:
     varbayes.load gives the same masks, weights and (same-seed) predictions."""
@@ -199,7 +205,7 @@ def test_python_model_saves_and_reloads(tmp_path: Path) -> None:
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     net = nn.Sequential(nn.Flatten(), nn.Linear(5, 12), nn.GELU(), nn.Linear(12, 3))
     tv = varbayes.turbo_vbi(net, epochs=3, first_round=1, round_every=1, finetune_epochs=1,
-                            batch_size=32, eval_samples=4, val_samples=2)
+                            slab_scale=1.5, batch_size=32, eval_samples=4, val_samples=2)
     tv.fit(x, y)
     tv.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"model.safetensors", "model.json"}
@@ -309,3 +315,68 @@ def test_neuron_model_prunes_switched_off_units_as_a_whole() -> None:
     assert not masks[0][1].any() and not masks[1][:, 1].any()
     assert not masks[1][3].any() and not masks[2][:, 3].any()
     assert int(sum(m.sum() for m in masks)) == 24 - 4 + 30 - 5 - 6 + 1 + 15 - 3
+
+
+def test_selection_rule_follows_the_claims() -> None:
+    """Within 1 point of dense VI at >= 10x: the most neurons removed wins; if no point is
+    that accurate, the most accurate point with >= 10x; never a point below 10x."""
+    from varbayes.methods.bnn.turbo_vbi_repro import _choose
+
+    def row(acc: float, comp: float, neurons: int, nll: float = 0.1) -> dict[str, float]:
+        return {"val_accuracy": acc, "compression": comp, "neurons_removed": neurons,
+                "val_nll": nll}
+
+    rows = [row(0.980, 8.0, 400), row(0.975, 12.0, 100), row(0.972, 20.0, 250),
+            row(0.960, 40.0, 450)]
+    assert _choose(rows, dense_accuracy=0.98) is rows[2]  # 0.972 >= 0.97, most neurons
+    assert _choose(rows, dense_accuracy=0.99) is rows[1]  # none within 1 point: most accurate
+    assert _choose(rows[:1], dense_accuracy=0.9) is rows[0]  # none reaches 10x: most compressed
+    tied = [row(0.97, 40.0, 250, nll=0.18), row(0.97, 17.0, 235, nll=0.12)]
+    assert _choose(tied, dense_accuracy=0.99) is tied[1]  # accuracy tie: the lower NLL
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # a layer pruned to nothing would warn
+def test_python_api_on_a_conv_network(tmp_path: Path) -> None:
+    """Conv2d layers: the prior lives on (out_channels, in_channels x kernel) grids, a channel
+    switched off loses its filter and its slices in the next layer (conv taps, or flattened
+    positions in the linear layer), and the model saves and reloads."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    y = (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long()
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 2))
+    tv = varbayes.turbo_vbi(net, epochs=4, first_round=1, round_every=1, finetune_epochs=1,
+                            slab_scale=1.5, batch_size=32, eval_samples=2, val_samples=2)
+    assert [p.post_logit.shape for p in tv.learner.priors] == [(4, 9), (6, 16), (2, 24)]
+    tv.fit(x, y)
+    probs = tv.predict(x[:5])
+    assert probs.shape == (5, 2) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
+    masks = tv.masks()
+    assert [m.shape for m in masks] == [m.shape for m in net.parameters() if m.ndim > 1]
+    assert tv.structure()["active"] == sum(int(m.sum()) for m in masks)
+    learner = tv.learner
+    learner.priors[0].unit_logit.fill_(10.0)
+    learner.priors[1].unit_logit.fill_(10.0)
+    for prior in learner.priors:
+        prior.post_logit.fill_(10.0)  # every weight active on its own
+    learner.priors[0].unit_logit[1] = -10.0  # channel 1 of conv 1 off
+    learner.priors[1].unit_logit[2] = -10.0  # channel 2 of conv 2 off
+    m = learner.masks()
+    assert not m[0][1].any() and not m[1][:, 1].any() and m[1][0, 0].all()
+    assert not m[1][2].any() and not m[2][:, 8:12].any() and m[2][:, :8].all()
+    assert int(sum(mm.sum() for mm in m)) == (36 - 9) + (96 - 6 * 4 - 16 + 4) + (48 - 8)
+    with pytest.raises(varbayes.VarbayesError, match="MLPs only"):
+        tv.compact()
+    with pytest.raises(varbayes.VarbayesError, match="cannot read examples"):
+        tv.fit(torch.randn(8, 1, 5, 5), torch.zeros(8, dtype=torch.long))
+    tv.fit(x, y)
+    tv.save(tmp_path)
+    model = varbayes.load(tmp_path)
+    assert isinstance(model.network[2], nn.MaxPool2d)
+    layers = varbayes.nn.bayesian_layers(model.network)
+    assert all(torch.equal(a.mask, b) for a, b in zip(layers, tv.masks()))
+    torch.manual_seed(3)
+    ours = tv.predict(x[:9])
+    torch.manual_seed(3)
+    assert torch.allclose(torch.as_tensor(ours), torch.as_tensor(model.predict(x[:9])),
+                          atol=1e-6)

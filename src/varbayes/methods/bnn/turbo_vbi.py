@@ -47,7 +47,14 @@ from varbayes.models import SupervisedModel, restore_network
 from varbayes.nn.bayesianize import BayesSettings, bayesianize
 from varbayes.nn.compact import compact_mlp
 from varbayes.nn.heads import nll_per_example
-from varbayes.nn.meanfield import MeanFieldLinear, bayesian_layers, kl_divergence
+from varbayes.nn.meanfield import (
+    MeanFieldConv1d,
+    MeanFieldConv2d,
+    MeanFieldLayer,
+    MeanFieldLinear,
+    bayesian_layers,
+    kl_divergence,
+)
 from varbayes.nn.networks import build_network
 from varbayes.nn.priors import GaussianPrior
 from varbayes.report.figures import training_curve
@@ -55,6 +62,8 @@ from varbayes.train import Step, TrainConfig, fit, kl_warmup
 from varbayes.train.denormals import flush_denormals
 
 DATASETS = ("mnist1d", "digits")
+CONVS = (nn.Conv1d, nn.Conv2d)  # the conv layers a user's network may have (groups=1)
+POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
 SPEED_ROWS = 4096  # prediction timing: the test inputs repeated to this many rows
 
 
@@ -143,10 +152,14 @@ class TurboLearner(VariationalLearner):
         super().__init__(network, task, cfg.kl_weight, cfg.kl_warmup, cfg.rho_lr_scale,
                          cfg.val_samples)
         self.layers = [m for m in bayesian_layers(network)]
-        if not all(isinstance(m, MeanFieldLinear) for m in self.layers):
-            raise VarbayesError("turbo-vbi supports MLPs (linear layers) only")
+        for m in self.layers:
+            if not isinstance(m, (MeanFieldLinear, MeanFieldConv1d, MeanFieldConv2d)) or \
+                    getattr(m, "groups", 1) != 1:
+                raise VarbayesError("turbo-vbi supports Linear, Conv1d and Conv2d layers "
+                                    "(groups=1) only")
         settings = cfg.prior_settings()
-        self.priors = nn.ModuleList(SupportPrior(tuple(m.weight_mu.shape), settings)
+        # a conv kernel's prior lives on its (out_channels, in_channels * kernel) grid
+        self.priors = nn.ModuleList(SupportPrior(_grid(m.weight_mu).shape, settings)
                                     for m in self.layers)
         self.cfg = cfg
         self.turbo = True
@@ -177,7 +190,7 @@ class TurboLearner(VariationalLearner):
                             for m in self.layers])
         before = [p.prior_logit.clone() for p in self.priors]
         for layer, prior in zip(self.layers, self.priors):
-            mean, sigma = layer.weight_mu, layer.weight_sigma()
+            mean, sigma = _grid(layer.weight_mu), _grid(layer.weight_sigma())
             if not bool(prior.calibrated):
                 prior.calibrate(mean**2 + sigma**2 if self.cfg.calibration == "layer" else pooled)
             elif self.cfg.spike_growth > 1:
@@ -191,9 +204,10 @@ class TurboLearner(VariationalLearner):
                     prior.module_b()
         for layer, prior, old in zip(self.layers, self.priors, before):
             if module_b:
-                mean, sigma = layer.weight_mu, layer.weight_sigma()
+                mean, sigma = _grid(layer.weight_mu), _grid(layer.weight_sigma())
                 prior.update_tau(mean.double() ** 2 + sigma.double() ** 2)
-            layer.set_prior_precision(prior.expected_precision.float())
+            layer.set_prior_precision(
+                prior.expected_precision.float().reshape(layer.weight_mu.shape))
             change = max(change, float((torch.sigmoid(prior.prior_logit)
                                         - torch.sigmoid(old)).abs().max()))
             active += int((prior.support >= self.cfg.prune_threshold).sum())
@@ -204,15 +218,16 @@ class TurboLearner(VariationalLearner):
                                 "density": active / total, "units_on": units_on})
 
     def masks(self) -> list[torch.Tensor]:
-        """Which weights survive pruning: q(s = 1) >= prune_threshold, and (neuron model)
-        only between units whose q(z = 1) >= prune_threshold."""
+        """Which weights survive pruning (weight-shaped): q(s = 1) >= prune_threshold, and
+        (neuron model) only between units (channels) whose q(z = 1) >= prune_threshold."""
         masks = [p.support >= self.cfg.prune_threshold for p in self.priors]
         cut = math.log(self.cfg.prune_threshold / (1 - self.cfg.prune_threshold))
         for k, prior in enumerate(self.priors[:-1]):
             off = prior.unit_logit < cut
             masks[k][off, :] = False
-            masks[k + 1][:, off] = False
-        return masks
+            group = masks[k + 1].shape[1] // len(off)  # columns per unit (kernel, positions)
+            masks[k + 1][:, off.repeat_interleave(group)] = False
+        return [m.reshape(layer.weight_mu.shape) for m, layer in zip(masks, self.layers)]
 
     def prune(self) -> None:
         """Remove the weights whose support posterior is below the threshold; fine-tuning
@@ -221,11 +236,19 @@ class TurboLearner(VariationalLearner):
         for layer, mask in zip(self.layers, masks):
             layer.set_mask(mask)
         self.turbo = False
-        for k, mask in enumerate(masks[:-1]):
-            if not bool(mask.any()):
-                warnings.warn(f"Turbo-VBI pruned every weight of layer {k + 1}, so the network "
-                              "now predicts a constant; lower slab_scale or spike_growth, or "
-                              "train longer before the first round", stacklevel=2)
+        widths = structure_report(masks)["compact_widths"][1:-1]
+        for k, width in enumerate(widths):
+            if width == 0:
+                warnings.warn(f"Turbo-VBI left no unit in hidden layer {k + 1} (each lost all "
+                              "its incoming or all its outgoing weights), so the network now "
+                              "predicts a constant; lower slab_scale or spike_growth, or train "
+                              "longer before the first round", stacklevel=2)
+
+
+def _grid(weight: torch.Tensor) -> torch.Tensor:
+    """A weight as the prior's 2-D grid: (out, in) for linear, (out_channels, in_channels x
+    kernel) for conv, so a row holds one output unit's (channel's) incoming weights."""
+    return weight.reshape(weight.shape[0], -1)
 
 
 def build(cfg: Config, ds: Dataset) -> tuple[TurboLearner, dict[str, Any]]:
@@ -302,14 +325,17 @@ def train_arrays(learner: TurboLearner, x: torch.Tensor, y: torch.Tensor, cfg: C
 
 
 class TurboVBI:
-    """Turbo-VBI compression of your own MLP: `tv = varbayes.turbo_vbi(network)`,
+    """Turbo-VBI compression of your own network: `tv = varbayes.turbo_vbi(network)`,
     `tv.fit(x, y)`, then `tv.predict(x)`, `tv.structure()` (the structured-sparsity report)
-    and `tv.compact()` (the physically smaller dense network).
+    and, for an MLP, `tv.compact()` (the physically smaller dense network).
 
-    `network` is an `nn.Sequential` of `nn.Flatten`, `nn.Linear` and one kind of elementwise
-    activation (e.g. `nn.ReLU`) between the linear layers; it is copied, never changed. Its
-    last layer gives the class logits (task "classification") or a Gaussian's (mean, raw
-    variance) pair (task "regression", 2 outputs). Settings as in `Config`.
+    `network` is an `nn.Sequential` of `nn.Flatten`, `nn.Linear`, `nn.Conv1d`/`nn.Conv2d`
+    (groups=1), max/average pooling and one kind of elementwise activation (e.g. `nn.ReLU`);
+    it is copied, never changed. A conv kernel's prior lives on its (out_channels,
+    in_channels x kernel) grid and its output channels are the units the neuron model
+    switches off. The last layer is an `nn.Linear` giving the class logits (task
+    "classification") or a Gaussian's (mean, raw variance) pair (task "regression", 2
+    outputs). Settings as in `Config`.
     """
 
     def __init__(self, network: nn.Module, task: str = "classification",
@@ -321,12 +347,13 @@ class TurboVBI:
         self.cfg = cfg if cfg is not None else Config.from_values(settings)
         self.activation = _mlp_activation(network)
         linears = [m for m in network if isinstance(m, nn.Linear)]
+        self.convolutional = any(isinstance(m, CONVS) for m in network)
         self.n_outputs = linears[-1].out_features
         if task == "regression" and self.n_outputs != 2:
             raise VarbayesError(f"a regression network must output 2 numbers (mean, raw "
                                 f"variance); its last layer outputs {self.n_outputs}")
         self.task = task
-        self.n_inputs = linears[0].in_features
+        self.n_inputs = None if self.convolutional else linears[0].in_features
         self.spec = sequential_spec(network)
         self.bayes = BayesSettings(GaussianPrior(0.0, 1.0), self.cfg.init_sigma)
         network = bayesianize(copy.deepcopy(network), **self.bayes.to_dict())
@@ -375,7 +402,7 @@ class TurboVBI:
         self.model().save(directory)
 
     def masks(self) -> list[torch.Tensor]:
-        """Which weights each linear layer keeps (out, in)."""
+        """Which weights each layer keeps (weight-shaped: (out, in) for linear)."""
         self._trained()
         return [layer.mask.clone() for layer in self.learner.layers]
 
@@ -386,8 +413,11 @@ class TurboVBI:
 
     def compact(self) -> nn.Sequential:
         """The posterior-mean network without its removable neurons, as smaller dense
-        `nn.Linear` layers computing the same function."""
+        `nn.Linear` layers computing the same function (MLPs only)."""
         self._trained()
+        if self.convolutional:
+            raise VarbayesError("compact() builds MLPs only; for a convolutional network use "
+                                "masks() and structure() (compact widths per layer)")
         weights, biases = linear_weights(self.network)
         return compact_mlp(weights, biases, self.activation)
 
@@ -404,9 +434,16 @@ class TurboVBI:
         x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         y = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
         x, y = check_arrays(x, y, input_shape=None if remember else self.input_shape, **kind)
-        if math.prod(x.shape[1:]) != self.n_inputs:
+        if self.n_inputs is not None and math.prod(x.shape[1:]) != self.n_inputs:
             raise VarbayesError(f"the network reads {self.n_inputs} input features but each "
                                 f"example of x has shape {tuple(x.shape[1:])}")
+        if self.n_inputs is None:  # a conv network: try one example
+            try:
+                with torch.no_grad():
+                    self.network(x[:1].float())
+            except RuntimeError as e:
+                raise VarbayesError(f"the network cannot read examples of shape "
+                                    f"{tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
         if remember:
             self.input_shape = tuple(x.shape[1:])
         return x, y
@@ -426,6 +463,13 @@ def sequential_spec(network: nn.Sequential) -> dict[str, Any]:
             layers.append(["flatten", m.start_dim, m.end_dim])
         elif isinstance(m, nn.Linear):
             layers.append(["linear", m.in_features, m.out_features, m.bias is not None])
+        elif isinstance(m, CONVS):
+            layers.append([type(m).__name__, m.in_channels, m.out_channels,
+                           list(m.kernel_size), list(m.stride), list(m.padding)
+                           if not isinstance(m.padding, str) else m.padding,
+                           list(m.dilation), m.bias is not None])
+        elif isinstance(m, POOLS):
+            layers.append([type(m).__name__, m.kernel_size, m.stride])
         else:
             layers.append(["activation", type(m).__name__])
     return {"type": "sequential", "layers": layers}
@@ -439,6 +483,16 @@ def build_sequential(spec: dict[str, Any]) -> nn.Sequential:
             modules.append(nn.Flatten(*args))
         elif kind == "linear":
             modules.append(nn.Linear(args[0], args[1], bias=bool(args[2])))
+        elif kind in ("Conv1d", "Conv2d"):
+            def tup(v: Any) -> Any:
+                return tuple(v) if isinstance(v, list) else v
+
+            c_in, c_out, kernel, stride, padding, dilation, bias = args
+            modules.append(getattr(nn, kind)(c_in, c_out, tup(kernel), stride=tup(stride),
+                                             padding=tup(padding), dilation=tup(dilation),
+                                             bias=bool(bias)))
+        elif kind in {c.__name__ for c in POOLS}:
+            modules.append(getattr(nn, kind)(args[0], stride=args[1]))
         elif kind == "activation" and isinstance(getattr(nn, args[0], None), type) \
                 and issubclass(getattr(nn, args[0]), nn.Module):
             modules.append(getattr(nn, args[0])())
@@ -448,17 +502,20 @@ def build_sequential(spec: dict[str, Any]) -> nn.Sequential:
 
 
 def _mlp_activation(network: nn.Module) -> Callable[[], nn.Module]:
-    """The activation class between the linear layers of an MLP `nn.Sequential`."""
+    """The activation class between the weight layers of an `nn.Sequential` of Flatten,
+    Linear, Conv1d/Conv2d, pooling and one kind of activation."""
     if not isinstance(network, nn.Sequential):
-        raise VarbayesError(f"turbo-vbi compresses an nn.Sequential MLP; got "
+        raise VarbayesError(f"turbo-vbi compresses an nn.Sequential; got "
                             f"{type(network).__name__}")
-    others = [m for m in network if not isinstance(m, (nn.Linear, nn.Flatten))]
-    linears = [m for m in network if isinstance(m, nn.Linear)]
+    others = [m for m in network if not isinstance(m, (nn.Linear, nn.Flatten, *CONVS, *POOLS))]
+    weighted = [m for m in network if isinstance(m, (nn.Linear, *CONVS))]
     kinds = [type(m) for m in others]
     bad = [m for m in others if list(m.parameters()) or list(m.children())]
-    if not linears or bad or len(set(kinds)) > 1:
-        raise VarbayesError("turbo-vbi needs an nn.Sequential of Flatten, Linear and one kind "
-                            "of parameter-free activation between the Linear layers")
+    bad += [m for m in weighted if isinstance(m, CONVS) and m.groups != 1]
+    if not weighted or not isinstance(weighted[-1], nn.Linear) or bad or len(set(kinds)) > 1:
+        raise VarbayesError("turbo-vbi needs an nn.Sequential of Flatten, Linear, Conv1d/Conv2d "
+                            "(groups=1), pooling and one kind of parameter-free activation, "
+                            "ending in a Linear layer")
     return kinds[0] if kinds else nn.Identity
 
 
@@ -467,11 +524,13 @@ def _mlp_activation(network: nn.Module) -> Callable[[], nn.Module]:
 
 
 def linear_weights(network: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Posterior-mean weights (zeros where masked) and biases of an MLP, in forward order."""
-    layers = [m for m in network.modules() if isinstance(m, (MeanFieldLinear, nn.Linear))]
+    """Posterior-mean weights (zeros where masked) and biases of the weight layers (linear and
+    conv), in forward order."""
+    layers = [m for m in network.modules()
+              if isinstance(m, (MeanFieldLayer, nn.Linear, *CONVS))]
     weights, biases = [], []
     for m in layers:
-        w = m.weight_mean() if isinstance(m, MeanFieldLinear) else m.weight
+        w = m.weight_mean() if isinstance(m, MeanFieldLayer) else m.weight
         weights.append(w.detach().clone())
         biases.append(None if m.bias is None else m.bias.detach().clone())
     return weights, biases
@@ -542,8 +601,9 @@ def support_figure(masks: dict[str, list[torch.Tensor]], dataset: str) -> Any:
     for r, name in enumerate(names):
         for c, mask in enumerate(masks[name]):
             ax = axes[r, c]
-            ax.imshow(mask.float().numpy(), cmap="Greys", aspect="auto", interpolation="nearest",
-                      vmin=0, vmax=1)
+            grid = mask.reshape(mask.shape[0], -1)  # conv: (out_channels, in x kernel)
+            ax.imshow(grid.float().numpy(), cmap="Greys", aspect="auto",
+                      interpolation="nearest", vmin=0, vmax=1)
             ax.set_title(f"{name}: layer {c + 1} ({mask.float().mean().item():.3f})",
                          fontsize=7)
             ax.set_xlabel("input unit", fontsize=6)
