@@ -44,10 +44,12 @@ class _Mixture(nn.Module):
         infer.sample("c", Categorical(logits=self.encoder(x)))
 
 
-def _eager_and_compiled(module: nn.Module, objective, model, guide, x, backend, steps=2, **kw):
+def _eager_and_compiled(module: nn.Module, objective, model, guide, x, backend, steps=2,
+                        options=None, **kw):
     """Loss and gradients of `steps` compiled steps and of eager steps from the same seeds,
     and the random number drawn after each run (the stream must be left the same)."""
-    compiled = infer.compile_loss(objective, model, guide, backend=backend, **kw)
+    compiled = infer.compile_loss(objective, model, guide, backend=backend, options=options,
+                                  **kw)
     out = []
     for loss_fn in (compiled, lambda *a: infer.estimate(objective, model, guide, *a,
                                                           **kw).loss()):
