@@ -5,7 +5,8 @@ A model and a guide are Python callables that call `sample(name, distribution, o
 `estimate(program, ...)` runs an expectation-valued program (an objective) and returns its
 value with an unbiased gradient surrogate, carrying out each site's strategy (`reparam`,
 `reinforce`, `enum`, `mvd`); `fit(objective, model, guide, data)` maximises an objective with
-the shared training engine. The ELBO of every method is `elbo_terms` / `elbo_loss`.
+the shared training engine; `compile_loss` (or `fit(..., compile=True)`) is the same step
+captured by `torch.compile`. The ELBO of every method is `elbo_terms` / `elbo_loss`.
 """
 
 from varbayes.infer.compiled import CompiledLoss, compile_loss
