@@ -20,3 +20,17 @@ def test_quickstart_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     exec(compile(blocks[0], "README quickstart", "exec"), namespace)  # noqa: S102
     assert namespace["probs"].shape[1] == 10
     assert (tmp_path / "runs" / "digits" / "result.json").is_file()
+
+
+def test_infer_example_finds_the_posterior(capsys: pytest.CaptureFixture) -> None:
+    """The README's `varbayes.infer` example trains its guide to the exact Gaussian posterior
+    N(1.04, 0.447^2), and both printed bounds lie below log p(x) = -1.7065 (up to MC noise)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+                 if "infer.estimate" in b)
+    namespace: dict = {}
+    exec(compile(block, "README programmable VI", "exec"), namespace)  # noqa: S102
+    assert abs(namespace["m"].item() - 1.04) < 0.1
+    assert abs(namespace["log_s"].exp().item() - 0.447) < 0.05
+    elbo, iwelbo = (float(v) for v in capsys.readouterr().out.split()[2:4])
+    assert elbo < iwelbo + 0.002 and iwelbo < -1.7065 + 0.002
