@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from varbayes.metrics import structure_report
+from varbayes.errors import VarbayesError
+from varbayes.metrics import max_neurons_removed, structure_report
 from varbayes.metrics.structure import _grid
 
 
@@ -19,6 +20,8 @@ def test_mlp_chain_by_hand() -> None:
                             "no_incoming": 1, "no_outgoing": 1}]
     assert (r["neurons_removed"], r["neurons_total"]) == (2, 3)
     assert r["compact_widths"] == [2, 1, 2]
+    # used: weights between kept units: fc1 row 0 (1), fc2 column 0 (2)
+    assert (r["used"], r["layers"][0]["used"], r["layers"][1]["used"]) == (3, 1, 2)
     assert (r["dense_macs"], r["nnz_macs"], r["compact_macs"]) == (12, 6, 2 + 2)
     fc1 = r["layers"][0]
     assert (fc1["name"], fc1["shape"], fc1["density"]) == ("fc1", [3, 2], 0.5)
@@ -63,3 +66,59 @@ def test_nothing_active() -> None:
     assert r["density"] == 0.0 and r["compact_widths"] == [2, 0, 1]
     assert r["layers"][0]["block_len_ratio"] is None and r["layers"][0]["n_blocks"] == 0
     assert r["block_len_ratio"] is None and r["mean_block_len"] == 0.0
+
+
+def _brute_force_ceiling(widths: list[int]) -> dict[int, int]:
+    """Every mask of a tiny MLP: for each number of used weights (those not touching a
+    removed unit), the most hidden units removed by a mask using exactly that many."""
+    shapes = [(b, a) for a, b in zip(widths, widths[1:])]
+    n = sum(a * b for a, b in shapes)
+    bits = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(bool)
+    layers, start = [], 0
+    for out, inp in shapes:
+        layers.append(bits[:, start:start + out * inp].reshape(-1, out, inp))
+        start += out * inp
+    removed_units = [~mask.any(2) | ~nxt.any(1) for mask, nxt in zip(layers, layers[1:])]
+    used = np.zeros(len(bits), dtype=int)
+    for l, mask in enumerate(layers):
+        live = mask.copy()
+        if l < len(layers) - 1:  # into a kept unit
+            live &= ~removed_units[l][:, :, None]
+        if l > 0:  # out of a kept unit
+            live &= ~removed_units[l - 1][:, None, :]
+        used += live.sum((1, 2))
+    removed = sum(r.sum(1) for r in removed_units)
+    exact: dict[int, int] = {}
+    for k, r in zip(used, removed):
+        exact[int(k)] = max(exact.get(int(k), -1), int(r))
+    # the removal rule and used count above are structure_report's: check a few masks
+    for i in np.random.default_rng(0).integers(0, len(bits), 20):
+        report = structure_report([m[i] for m in layers])
+        assert (report["neurons_removed"], report["used"]) == (removed[i], used[i])
+    return exact
+
+
+@pytest.mark.parametrize("widths", [[3, 3, 2, 2], [2, 2, 2, 2, 1], [2, 2, 1, 2, 1], [3, 2, 3]])
+def test_max_neurons_removed_matches_brute_force(widths: list[int]) -> None:
+    exact = _brute_force_ceiling(widths)
+    total = sum(a * b for a, b in zip(widths, widths[1:]))
+    for kept in range(total + 1):
+        at_least = max(r for k, r in exact.items() if k >= kept)
+        assert max_neurons_removed(widths, kept) == at_least, kept
+        if kept in exact:  # on these shapes a mask using exactly `kept` weights reaches it
+            assert exact[kept] == at_least, kept
+
+
+def test_max_neurons_removed_on_the_reproductions_mlps() -> None:
+    # digits 64-256-256-10 at 4800 weights: 74 hidden units (e.g. 70 and 4) hold them
+    assert max_neurons_removed([64, 256, 256, 10], 4800) == 438
+    assert max_neurons_removed([64, 256, 256, 10], 64 * 256 + 256 * 256 + 2560) == 0
+    assert max_neurons_removed([64, 256, 256, 10], 0) == 512
+    values = [max_neurons_removed([40, 256, 256, 10], k) for k in range(3000, 9000, 500)]
+    assert values == sorted(values, reverse=True)  # more weights, fewer units removable
+    assert max_neurons_removed([5, 7, 3], 16) == 7 - 2  # one hidden layer: 8 per unit
+    for bad in ([64, 10], [64, -1, 10]):
+        with pytest.raises(VarbayesError):
+            max_neurons_removed(bad, 10)
+    with pytest.raises(VarbayesError, match="more than"):
+        max_neurons_removed([2, 2, 2], 9)

@@ -33,7 +33,7 @@ from varbayes.metrics.regression import (
     rmse,
     uncertainty_calibration_error,
 )
-from varbayes.metrics.structure import structure_report
+from varbayes.metrics.structure import max_neurons_removed, structure_report
 
 __all__ = [
     "NLL_FLOOR",
@@ -53,6 +53,7 @@ __all__ = [
     "forward_backward_flops",
     "gaussian_nll",
     "layer_macs",
+    "max_neurons_removed",
     "model_bytes",
     "nll",
     "ood_metrics",

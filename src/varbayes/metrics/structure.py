@@ -9,6 +9,8 @@ channel-major order (PyTorch's `flatten`), so channel j owns a run of in_feature
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +31,9 @@ def structure_report(weights: Sequence[Any] | Mapping[str, Any],
       zero (row j of layer l; for conv, output filter j) or all its outgoing weights are zero
       (column j of layer l+1; for conv, input-channel slice j of every filter). One pass: a
       removal does not cascade. Network inputs and outputs are not hidden units.
-    - compact_widths: [inputs, kept units per hidden layer..., outputs].
+    - compact_widths: [inputs, kept units per hidden layer..., outputs]; used: the active
+      weights between kept units (the others touch a removed unit: the compacted network
+      drops them), per layer and overall.
     - macs (per example, `positions[l]` = P_l output positions of layer l, default 1 each):
       dense n_l P_l, nnz a_l P_l, and compact = the weights left after deleting removable
       units, kept dense, times P_l.
@@ -68,7 +72,8 @@ def structure_report(weights: Sequence[Any] | Mapping[str, Any],
                    else _columns(keep_out[l - 1], mask, masks[l - 1]))
         kernel = mask[0, 0].numel()
         entry = {"name": name, "shape": list(mask.shape), "total": mask.numel(),
-                 "active": int(mask.sum()), "density": mask.double().mean().item(),
+                 "active": int(mask.sum()), "used": int(mask[keep_out[l]][:, keep_in].sum()),
+                 "density": mask.double().mean().item(),
                  "dense_macs": mask.numel() * p, "nnz_macs": int(mask.sum()) * p,
                  "compact_macs": int(keep_out[l].sum()) * int(keep_in.sum()) * kernel * p}
         entry.update(_blocks(_grid(mask)))
@@ -81,11 +86,50 @@ def structure_report(weights: Sequence[Any] | Mapping[str, Any],
     active, total = sum(e["active"] for e in layers), sum(e["total"] for e in layers)
     return {
         "density": active / total, "active": active, "total": total,
+        "used": sum(e["used"] for e in layers),
         "neurons_removed": removed, "neurons_total": units,
         "neurons_removed_fraction": removed / units if units else 0.0,
         "compact_widths": [masks[0].shape[1]] + [int(k.sum()) for k in keep_out],
         **totals, **_overall_blocks(layers), "layers": layers, "hidden": hidden,
     }
+
+
+def max_neurons_removed(widths: Sequence[int], kept: int) -> int:
+    """The most hidden units a mask of an MLP with layer sizes `widths` ([inputs, hidden...,
+    outputs]) can remove (as `structure_report` counts them) while its compacted network still
+    uses at least `kept` weights: the ceiling of any "neurons removed" comparison at `kept`
+    weights.
+
+    A weight on a removed unit does nothing the compacted network needs (no outgoing weights:
+    the unit's output is unused; no incoming ones: it is a constant the next bias absorbs), so
+    the used weights lie between kept units: with h_l hidden units kept per layer, at most
+    C(h) = sum_l h_{l-1} h_l (inputs and outputs count as kept). The answer is
+    sum(hidden) - min sum(h) over 0 <= h_l <= hidden_l with C(h) >= kept. The search is exact:
+    C grows with the last hidden width, so for each choice of the others the smallest last
+    width with C >= kept is best (prod(hidden widths + 1 but the last) cases). The tests check it
+    against every mask of small MLPs.
+    """
+    sizes = [as_count(w, "each layer size") for w in widths]
+    if len(sizes) < 3:
+        raise VarbayesError(f"widths needs inputs, at least one hidden layer and outputs; "
+                            f"got {sizes}")
+    hidden = sizes[1:-1]
+    kept = as_count(kept, "kept", 0)
+    dense = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    if kept > dense:
+        raise VarbayesError(f"kept={kept} is more than the {dense} weights of an MLP {sizes}")
+    cases = math.prod(h + 1 for h in hidden[:-1])
+    if cases > 10**7:
+        raise VarbayesError(f"max_neurons_removed would search {cases} width choices; "
+                            f"too many for an exact answer")
+    fewest = sum(hidden)
+    for first in itertools.product(*(range(h + 1) for h in hidden[:-1])):
+        chain = [sizes[0], *first]
+        before = sum(a * b for a, b in zip(chain, chain[1:]))  # weights up to the last hidden
+        last = max(0, -(-(kept - before) // (chain[-1] + sizes[-1])))  # each unit adds this
+        if last <= hidden[-1]:
+            fewest = min(fewest, sum(first) + last)
+    return sum(hidden) - fewest
 
 
 def _overall_blocks(layers: list[dict[str, Any]]) -> dict[str, Any]:
