@@ -342,6 +342,63 @@ def test_selection_rule_follows_the_claims() -> None:
     assert _choose(tied, dense_accuracy=0.99) is tied[1]  # accuracy tie: the lower NLL
 
 
+def test_selection_over_seeds_chooses_on_the_means() -> None:
+    """Seed 0 alone would pick the point removing the most neurons; on the mean over seeds
+    that point is more than 1 point below dense VI, so the rule takes the other one."""
+    from varbayes.methods.bnn.turbo_vbi_repro import KNOBS, _choose, choose_over_seeds
+
+    def score(acc: float, neurons: int, comp: float = 14.0) -> dict[str, float]:
+        return {"val_accuracy": acc, "val_nll": 1.0 - acc, "compression": comp,
+                "neurons_removed": neurons}
+
+    grid = [{"slab_scale": 2.0, "spike_growth": 3.0}, {"slab_scale": 2.5, "spike_growth": 3.0}]
+    dense = [score(0.61, 0), score(0.63, 0), score(0.62, 0)]  # mean 0.62
+    scores = [[score(0.61, 290), score(0.58, 286), score(0.60, 288)],  # mean 0.5967
+              [score(0.60, 250), score(0.62, 240), score(0.615, 245)]]  # mean 0.6117
+    assert _choose([{**grid[i], **scores[i][0]} for i in range(2)],
+                   dense[0]["val_accuracy"])["slab_scale"] == 2.0  # seed 0 only
+    out = choose_over_seeds(grid, dense, scores)
+    assert out["chosen"] == {k: grid[1][k] for k in KNOBS}
+    assert out["dense_val_accuracy"] == pytest.approx(0.62)
+    assert out["dense_per_seed"] == [0.61, 0.63, 0.62]
+    first = out["grid"][0]
+    assert first["val_accuracy"] == pytest.approx(1.79 / 3)
+    assert first["neurons_removed"] == pytest.approx(288)
+    assert first["val_accuracy_per_seed"] == [0.61, 0.58, 0.60]
+    assert first["slab_scale"] == 2.0 and first["spike_growth"] == 3.0
+    # a single seed reduces to _choose on that seed
+    one = choose_over_seeds(grid, dense[:1], [s[:1] for s in scores])
+    assert one["chosen"] == {k: grid[0][k] for k in KNOBS}
+
+
+def test_unit_ceiling_in_the_claims() -> None:
+    """The ceiling counts the used weights of Turbo-VBI's masks, and a neurons claim whose
+    2x baseline is above it says it is unreachable (and fails)."""
+    from varbayes.methods.bnn.turbo_vbi_repro import _claims, unit_ceiling
+    from varbayes.metrics import max_neurons_removed
+
+    masks = [torch.zeros(6, 4, dtype=torch.bool), torch.zeros(5, 6, dtype=torch.bool),
+             torch.zeros(3, 5, dtype=torch.bool)]
+    masks[0][:2] = True  # units 0, 1 of the first hidden layer
+    masks[1][:2, :2] = True  # units 0, 1 of the second
+    masks[1][4, 5] = True  # unit 5 of the first layer has no input: this weight is not used
+    masks[2][:, :2] = True
+    assert unit_ceiling(masks) == max_neurons_removed([4, 6, 5, 3], 8 + 4 + 6)
+
+    def row(neurons: float) -> dict[str, float]:
+        return {"accuracy": 0.9, "compression": 12.0, "neurons_removed": neurons,
+                "speed_ratio": 2.0, "block_len_ratio": 1.0, "weights_used": 100}
+
+    m = {"Turbo-VBI": row(300), "dense VI": row(0), "magnitude pruning": row(160),
+         "static random mask": row(10), "SSVI": row(140)}
+    claims = {c.claim.split(" (")[0]: c for c in _claims("d", m, ceiling=310.0)}
+    magnitude = [c for c in _claims("d", m, 310.0) if "magnitude" in c.claim][0]
+    assert "unreachable" in magnitude.claim and not magnitude.passed  # 320 > 310
+    assert "ceiling 310" in magnitude.threshold
+    ssvi = claims["d: neurons removed >= 2x SSVI's"]
+    assert ssvi.passed and "unreachable" not in ssvi.claim  # 280 <= 300 <= 310
+
+
 @pytest.mark.filterwarnings("error::UserWarning")  # a layer pruned to nothing would warn
 def test_python_api_on_a_conv_network(tmp_path: Path) -> None:
     """Conv2d layers: the prior lives on (out_channels, in_channels x kernel) grids, a channel
