@@ -123,8 +123,10 @@ def compile_loss(
     """The loss of `estimate(objective, model, guide, *args, strategies=..., plates=...,
     data_size=..., samples=...)`, compiled: `compile_loss(...)(x).backward()` is one
     gradient step's forward and backward. backend, mode, options, dynamic: those of
-    `torch.compile` (Inductor by default, with `fallback_random=True`). fallback: when the
-    program cannot be captured, warn and run eagerly (True) or raise (False)."""
+    `torch.compile` (Inductor by default, with `fallback_random=True` and
+    `guard_filter_fn=library_guards`; `options={"guard_filter_fn": None}` keeps every guard).
+    fallback: when the program cannot be captured, warn and run eagerly (True) or raise
+    (False)."""
     if isinstance(backend, str) and backend not in BACKENDS:
         raise VarbayesError(f"compile backend must be one of {', '.join(BACKENDS)} or a "
                             f"callable; got {backend!r}")
