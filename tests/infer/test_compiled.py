@@ -236,6 +236,47 @@ def test_compiled_step_follows_shape_mode_and_parameter_changes() -> None:
     assert compiled.compiled is True and backend.graphs >= 4
 
 
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(2, 3)
+
+    def model(self, x: torch.Tensor) -> None:
+        z = infer.sample("z", Independent(Normal(torch.zeros(x.shape[0], 2), 1.0), 1))
+        infer.sample("x", Independent(Normal(self.net(z), 1.0), 1), obs=x)
+
+
+class _Whole(nn.Module):
+    """A guide that reads the decoder's parameters through its own submodule attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dec = _Decoder()
+        self.enc = nn.Linear(3, 4)
+
+    def guide(self, x: torch.Tensor) -> None:
+        loc, log_scale = self.enc(x + self.dec.net.bias).chunk(2, -1)
+        infer.sample("z", Independent(Normal(loc, log_scale.exp()), 1))
+
+
+def test_a_replaced_submodule_shared_by_model_and_guide_is_noticed() -> None:
+    """The model is a method of the decoder the compiled loss was made with; the guide reads
+    `whole.dec`, which is then replaced: the two are no longer one module, and the compiled
+    step must see it (the aliasing guard between them is kept)."""
+    torch.manual_seed(0)
+    whole = _Whole()
+    x = torch.randn(4, 3)
+    model, guide = whole.dec.model, whole.guide
+    compiled = infer.compile_loss(infer.elbo(), model, guide, plates=1, backend="aot_eager")
+    compiled(x)
+    whole.dec = _Decoder()  # the model still runs the old decoder, the guide the new one
+    torch.manual_seed(1)
+    got = compiled(x)
+    torch.manual_seed(1)
+    want = infer.estimate(infer.elbo(), model, guide, x, plates=1).loss()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_library_guards_keep_every_guard_but_the_librarys_fixed_objects() -> None:
     from varbayes.infer.compiled import library_guards
 

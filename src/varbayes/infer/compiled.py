@@ -177,7 +177,8 @@ def library_guards(entries: Sequence[Any]) -> list[bool]:
     - aliasing guards ("x is y") between two global paths to one module, class or function
       (implied by the identity guards on each path), between two varbayes globals (the scope
       stack imported by several modules), and between two arguments of the compiled loss's
-      own fixed partial (a model and a guide that are methods of one module).
+      own fixed partial or the objects they are bound to (a model and a guide that are
+      methods of one module); not between attributes of those (a submodule can be replaced).
 
     Kept: tensor guards (shape, dtype, device, strides, requires_grad, parameters), nn.Module
     attributes and training mode, the program's own globals and objects, module-level
@@ -194,8 +195,8 @@ def _droppable(e: Any) -> bool:
             return False
         b = other.name() if callable(other.name) else other.name
         b = re.sub(r"L\[\s*['\"](.*?)['\"]\s*\]", r"\1", b)  # L['loss'] -> loss
-        if name.startswith("loss.args[") and b.startswith("loss.args["):
-            return True  # inside the compiled loss's partial: an immutable tuple
+        if _OWN_ARGUMENT.match(name) and _OWN_ARGUMENT.match(b):
+            return True  # the partial's argument tuple and bound methods' __self__: immutable
         if _LIBRARY_ROOT in name and _LIBRARY_ROOT in b:
             return True  # one varbayes global imported by two varbayes modules
         # a module, class or function reached by two global paths: each path keeps (or, for
@@ -211,6 +212,10 @@ def _droppable(e: Any) -> bool:
         return isinstance(_owner(name), type)
     return kind in _IDENTITY_GUARDS and e.has_value and _fixed(e.value)
 
+
+_OWN_ARGUMENT = re.compile(r"loss\.args\[\d+\](\.__self__)?$")
+"""An argument of the compiled loss's own partial, or the object a bound-method argument is
+bound to: neither can change for the life of the compiled loss (an attribute of one can)."""
 
 _LIBRARY_ROOT = "G['__import_varbayes_dot_"
 _GLOBAL = ("G[", "list(G[")
