@@ -311,6 +311,16 @@ def test_library_guards_keep_every_guard_but_the_librarys_fixed_objects() -> Non
                for e in kept if "G['__import_varbayes" in e.name)
     user = [e for e in seen if not e.is_global and e.guard_type != "DUPLICATE_INPUT"]
     assert all(any(e is k for k in kept) for e in user)  # every guard on the program's objects
+    # torch's global validation switch, read through the library's lean constructors (a class
+    # attribute that `set_default_validate_args` changes), is kept
+    seen.clear()
+    kept.clear()
+    mix = _Mixture()
+    loss = infer.compile_loss(infer.elbo(), mix.model, mix.guide, plates=1, backend="aot_eager",
+                              options={"guard_filter_fn": recording})
+    loss(torch.randn(3, 2)).backward()
+    switch = [e for e in seen if e.name.endswith("Distribution._validate_args")]
+    assert switch and all(any(e is k for k in kept) for e in switch)
 
 
 @pytest.mark.slow

@@ -173,7 +173,9 @@ def library_guards(entries: Sequence[Any]) -> list[bool]:
     - identity guards (module, class, function; a tuple or frozenset of classes) on objects
       reached through a varbayes module's globals (`varbayes.infer.sites.densities`, each
       module's `torch`, `Normal`, ...);
-    - constants read off a varbayes class (`recording._has_process`, `Normal.has_rsample`);
+    - constants a varbayes class defines itself (`recording._has_process`; not inherited
+      ones such as torch's `Distribution._validate_args`, which torch's
+      `set_default_validate_args` changes);
     - aliasing guards ("x is y") between two global paths to one module, class or function
       (implied by the identity guards on each path), between two varbayes globals (the scope
       stack imported by several modules), and between two arguments of the compiled loss's
@@ -208,8 +210,10 @@ def _droppable(e: Any) -> bool:
         return (name.startswith("G['") and kind in _IDENTITY_GUARDS and e.has_value
                 and isinstance(e.value, (types.FunctionType, type))
                 and getattr(e.value, "__module__", "").startswith("varbayes."))
-    if kind == "CONSTANT_MATCH":
-        return isinstance(_owner(name), type)
+    if kind == "CONSTANT_MATCH":  # a constant varbayes itself set on one of its classes
+        owner, attr = _owner(name), name.rsplit(".", 1)[-1]
+        return (isinstance(owner, type) and owner.__module__.startswith("varbayes.")
+                and attr in owner.__dict__)
     return kind in _IDENTITY_GUARDS and e.has_value and _fixed(e.value)
 
 
