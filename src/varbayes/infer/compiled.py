@@ -177,10 +177,11 @@ def library_guards(entries: Sequence[Any]) -> list[bool]:
       ones such as torch's `Distribution._validate_args`, which torch's
       `set_default_validate_args` changes);
     - aliasing guards ("x is y") between two global paths to one module, class or function
-      (implied by the identity guards on each path), between two varbayes globals (the scope
-      stack imported by several modules), and between two arguments of the compiled loss's
-      own fixed partial or the objects they are bound to (a model and a guide that are
-      methods of one module); not between attributes of those (a submodule can be replaced).
+      (implied by the identity guards on each path), between two module-level names of
+      varbayes modules (the scope stack imported by several modules), and between two
+      arguments of the compiled loss's own fixed partial or the objects they are bound to
+      (a model and a guide that are methods of one module); not between attributes of
+      those (a submodule can be replaced).
 
     Kept: tensor guards (shape, dtype, device, strides, requires_grad, parameters), nn.Module
     attributes and training mode, the program's own globals and objects, module-level
@@ -199,8 +200,8 @@ def _droppable(e: Any) -> bool:
         b = re.sub(r"L\[\s*['\"](.*?)['\"]\s*\]", r"\1", b)  # L['loss'] -> loss
         if _OWN_ARGUMENT.match(name) and _OWN_ARGUMENT.match(b):
             return True  # the partial's argument tuple and bound methods' __self__: immutable
-        if _LIBRARY_ROOT in name and _LIBRARY_ROOT in b:
-            return True  # one varbayes global imported by two varbayes modules
+        if _LIBRARY_GLOBAL.match(name) and _LIBRARY_GLOBAL.match(b):
+            return True  # one module-level object imported by name into two varbayes modules
         # a module, class or function reached by two global paths: each path keeps (or, for
         # varbayes's own, drops) its identity guard, which implies the aliasing
         return e.is_global and b.startswith(_GLOBAL) and e.has_value and _fixed(e.value)
@@ -220,6 +221,9 @@ def _droppable(e: Any) -> bool:
 _OWN_ARGUMENT = re.compile(r"loss\.args\[\d+\](\.__self__)?$")
 """An argument of the compiled loss's own partial, or the object a bound-method argument is
 bound to: neither can change for the life of the compiled loss (an attribute of one can)."""
+
+_LIBRARY_GLOBAL = re.compile(r"G\['__import_varbayes_dot_\w+'\]\.\w+$")
+"""A module-level name of a varbayes module (rebinding one is monkeypatching the library)."""
 
 _LIBRARY_ROOT = "G['__import_varbayes_dot_"
 _GLOBAL = ("G[", "list(G[")
