@@ -10,6 +10,7 @@ import torch
 
 from varbayes.errors import VarbayesError
 from varbayes.infer.grid_bp import ChainFactor, grid_bp
+from varbayes.metrics import structure_report
 
 
 def brute_force(unary: torch.Tensor, h: ChainFactor, v: ChainFactor,
@@ -83,6 +84,38 @@ def test_sticky_chains_spread_evidence() -> None:
     unary[2, 2] = 0.0
     out = grid_bp(unary, sticky, sticky, sweeps=30)
     assert torch.sigmoid(out.extrinsic[2, 2]) < 0.1
+
+
+def _run_ratio(mask: torch.Tensor) -> float:
+    """Mean run length of the mask over its random-mask expectation (the structure report's)."""
+    return structure_report([mask.double()])["block_len_ratio"]
+
+
+def test_stronger_coupling_gives_longer_runs_on_moderate_evidence() -> None:
+    """The block mechanism: with i.i.d. evidence of a few nats, the weak default chains
+    leave the kept cells scattered like a random mask's, strong chains cluster them."""
+    unary = torch.randn(24, 24, generator=torch.Generator().manual_seed(3),
+                        dtype=torch.float64) * 3 + 0.5
+    weak = grid_bp(unary, ChainFactor(0.2, 0.5), ChainFactor(0.2, 0.5), sweeps=100)
+    strong = grid_bp(unary, ChainFactor(0.05, 0.95), ChainFactor(0.05, 0.95), sweeps=400)
+    assert weak.change < 1e-5 and strong.change < 1e-5  # converged
+    assert _run_ratio(unary > 0) < 1.15
+    assert _run_ratio(weak.posterior > 0) < 1.4
+    assert _run_ratio(strong.posterior > 0) > 1.5  # the project target
+
+
+def test_chain_messages_are_bounded_so_large_evidence_decides() -> None:
+    """Each chain message lies between the log-odds of the table's two rows, so the field
+    can move a cell by at most a few nats whatever the coupling; a unary of +-50 nats (Module
+    A's evidence late in training is 10^2-10^4) is never overridden."""
+    f = ChainFactor(0.01, 0.99)
+    forward = max(abs(math.log(f.p01 / (1 - f.p01))), abs(math.log(f.p11 / (1 - f.p11))))
+    backward = max(abs(math.log((1 - f.p11) / (1 - f.p01))), abs(math.log(f.p11 / f.p01)))
+    sign = torch.randint(0, 2, (16, 16), generator=torch.Generator().manual_seed(4)) * 2 - 1
+    unary = 50.0 * sign.double()
+    out = grid_bp(unary, f, f, sweeps=100)
+    assert out.extrinsic.abs().max() <= 2 * (forward + backward) + 1e-9
+    assert torch.equal(out.posterior > 0, unary > 0)
 
 
 def test_bad_arguments() -> None:

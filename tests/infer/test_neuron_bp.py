@@ -11,6 +11,7 @@ import torch
 from varbayes.errors import VarbayesError
 from varbayes.infer.grid_bp import ChainFactor
 from varbayes.infer.neuron_bp import NeuronFactor, network_bp
+from varbayes.metrics import structure_report
 
 NEUTRAL = ChainFactor(0.5, 0.5)  # chain factors that couple nothing
 F = NeuronFactor(prior=0.4, on=0.3, off=0.05)
@@ -91,6 +92,24 @@ def test_a_unit_without_evidence_switches_its_row_and_column_off() -> None:
     assert z[0] < -3 and z[1] > 3
     assert (out.posterior[0][0] < -3).all() and (out.posterior[1][:, 0] < -3).all()
     assert (out.posterior[0][1] > 0).all() and (out.posterior[1][:, 1] > 0).all()
+
+
+def test_strong_chains_still_cluster_with_the_unit_variables() -> None:
+    """The unit messages do not cancel the chains' effect: with moderate i.i.d. evidence the
+    kept weights of both layers form runs well above the random-mask expectation under
+    strong chains, and stay near it under the weak default chains."""
+    g = torch.Generator().manual_seed(0)
+    unaries = [torch.randn(24, 16, generator=g, dtype=torch.float64) * 3 + 0.5,
+               torch.randn(8, 24, generator=g, dtype=torch.float64) * 3 + 0.5]
+    f = NeuronFactor(0.5, 0.4, 0.1)
+
+    def ratios(chain: ChainFactor) -> list[float]:
+        out = network_bp(unaries, chain, chain, f, iterations=5, sweeps=100)
+        masks = [(p > 0).double() for p in out.posterior]
+        return [layer["block_len_ratio"] for layer in structure_report(masks)["layers"]]
+
+    assert max(ratios(ChainFactor(0.2, 0.5))) < 1.35
+    assert min(ratios(ChainFactor(0.05, 0.95))) > 1.8
 
 
 def test_bad_input_is_refused() -> None:

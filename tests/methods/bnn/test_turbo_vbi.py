@@ -13,6 +13,7 @@ from torch import nn
 from torch.distributions import Gamma
 
 import varbayes
+from varbayes.errors import VarbayesError
 from varbayes.infer.grid_bp import grid_bp
 from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior
 from varbayes.methods.bnn.turbo_vbi_repro import magnitude_masks, random_mask
@@ -69,6 +70,24 @@ def test_module_a_thresholds_the_second_moment() -> None:
     support = p.support[0]
     assert support[0] < 0.01 and support[1] < 0.01 and support[2] > 0.99 and support[3] > 0.99
     assert torch.allclose(p.post_logit, p.prior_logit + p.evidence())
+
+
+def test_evidence_cap_clips_the_support_evidence_only() -> None:
+    """With evidence_cap the support moves at most cap nats from the prior (so the field can
+    overrule a weight); q(tau) and the raw evidence are unchanged."""
+    mean = torch.tensor([[0.0, 0.02, 0.5, 1.0]])
+    free = prior(PriorSettings(inactive_shape=100.0, spike_ratio=100.0, slab_scale=1.0),
+                 shape=(1, 4))
+    capped = prior(PriorSettings(inactive_shape=100.0, spike_ratio=100.0, slab_scale=1.0,
+                                 evidence_cap=2.0), shape=(1, 4))
+    free.module_a(mean, torch.full_like(mean, 1e-3))
+    capped.module_a(mean, torch.full_like(mean, 1e-3))
+    assert free.evidence().abs().min() > 2.0  # every raw evidence is beyond the cap
+    delta = capped.post_logit - capped.prior_logit
+    assert torch.allclose(delta.abs(), torch.full_like(delta, 2.0))
+    assert torch.equal(delta.sign(), free.evidence().sign())
+    with pytest.raises(VarbayesError, match="evidence_cap"):
+        PriorSettings(evidence_cap=0.0)
 
 
 def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:

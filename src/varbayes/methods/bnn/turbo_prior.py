@@ -59,6 +59,7 @@ class PriorSettings:
     neuron_ratio: float = 4.0
     neuron_contrast: float = 100.0
     neuron_iterations: int = 3
+    evidence_cap: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("active_shape", "inactive_shape", "slab_scale", "spike_ratio"):
@@ -71,6 +72,8 @@ class PriorSettings:
         if self.support_model not in ("neuron", "grid"):
             raise VarbayesError(f"support_model must be neuron or grid; got "
                                 f"{self.support_model!r}")
+        if self.evidence_cap is not None and not self.evidence_cap > 0:
+            raise VarbayesError(f"evidence_cap must be > 0 (or None); got {self.evidence_cap}")
         if not (self.neuron_ratio > 0 and self.neuron_contrast > 1):
             raise VarbayesError("neuron_ratio must be > 0 and neuron_contrast > 1")
         self.rows(), self.cols(), self.neuron(0.1)  # validates the probabilities
@@ -151,7 +154,7 @@ class SupportPrior(nn.Module):
         second_moment = mean.double() ** 2 + sigma.double() ** 2
         for _ in range(iterations):
             self.update_tau(second_moment)
-            self.post_logit.copy_(self.prior_logit + self.evidence())
+            self.post_logit.copy_(self.prior_logit + self.support_evidence())
 
     @torch.no_grad()
     def update_tau(self, second_moment: torch.Tensor) -> None:
@@ -174,6 +177,15 @@ class SupportPrior(nn.Module):
 
         return (expected_log_gamma(self.a, self.b)
                 - expected_log_gamma(self.a_bar, self.b_bar)).float()
+
+    def support_evidence(self) -> torch.Tensor:
+        """The evidence q(s) and Module B use: `evidence()`, clipped to +-`evidence_cap`
+        nats when that is set. Late in training (spike growth) the evidence reaches 10^2-10^4
+        nats while a chain message is bounded by a few, so without a cap the field can
+        never overrule a single weight (docs: "Blocks: stronger chain coupling")."""
+        e = self.evidence()
+        cap = self.settings.evidence_cap
+        return e if cap is None else e.clamp(-cap, cap)
 
     @torch.no_grad()
     def module_b(self) -> int:

@@ -127,6 +127,10 @@ class Config(TrainConfig):
     neuron_contrast: float = setting(100.0, help="P(s = 1 | unit on) / P(s = 1 | unit off)",
                                      gt=1)
     neuron_iterations: int = setting(3, help="unit-message rounds per Module B call", ge=1)
+    evidence_cap: float | None = setting(None, help="clip Module A's support evidence to "
+                                         "+- this many nats, so the chains and units can "
+                                         "overrule single weights (none: no clipping; "
+                                         "experimental, see the docs' blocks study)", gt=0)
     speed_repeats: int = setting(30, help="interleaved repeats of the prediction timing",
                                  ge=1)
 
