@@ -24,8 +24,9 @@ Errors in the program itself (unknown site, bad shape) surface as the eager path
 Guards. Before every call TorchDynamo checks guards on everything the traced Python read. The
 handlers read the library's own modules, classes and functions through several modules (each
 `isinstance(x, torch.Tensor)`, each class in a type set), which made a guard tree of about 440
-lines and cost about 0.2 ms a call. `library_guards` drops exactly the guards on those fixed
-objects (see its doc) and keeps every guard on tensors, shapes, dtypes, parameters, module
+lines on a VAE step, 0.2-0.5 ms a call on this CPU (more with other Python between calls).
+`library_guards` drops exactly the guards on those fixed objects (see its doc; 280 lines,
+0.1-0.15 ms) and keeps every guard on tensors, shapes, dtypes, parameters, module
 modes and attributes, the program's own objects and globals, torch's global state and the
 library's mutable state (the handler stack, the scopes); a user `guard_filter_fn` in `options`
 replaces it.
