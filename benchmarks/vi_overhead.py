@@ -15,10 +15,12 @@ varbayes: `validate_args=False` in the programs), as in a tuned training loop. T
 programs (the library's VAE and the mixture below) build their distributions with
 `varbayes.infer.distributions`, torch's classes with cheaper constructors.
 Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
-[--compile]` (`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead
-goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor, and the
-hand-written loss under `torch.compile` with the same settings, static shapes, timed after
-their first call, whose wall-clock compile time is reported in its own table).
+[--compile] [--guards]` (`--breakdown`: only the batch-64 VAE step in stages, to see where its
+overhead goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
+and the hand-written loss under `torch.compile` with the same settings, static shapes, timed
+after their first call, whose wall-clock compile time is reported in its own table; `--guards`:
+only the compiled batch-64 and batch-1024 VAE steps with every TorchDynamo guard, with
+`compile_loss`'s default guard filter and without guard evaluation, and the guard trees' sizes).
 By default torch runs one thread and the timer counts this process's CPU time
 (`time.process_time`), which other processes on a busy machine do not inflate; `--wall` times
 wall clock with the default threads instead.
@@ -56,6 +58,8 @@ def main() -> None:
                         help="only where a batch-64 VAE step's time goes (1500 repeats)")
     parser.add_argument("--compile", action="store_true",
                         help="also time the compiled path (Inductor; compiles take minutes)")
+    parser.add_argument("--guards", action="store_true",
+                        help="only the compiled VAE step's guard cost (Inductor, 400 repeats)")
     args = parser.parse_args()
     global COMPILE
     COMPILE = args.compile
@@ -67,6 +71,11 @@ def main() -> None:
         CLOCK = time.process_time
     if args.breakdown:
         print(breakdown_table(64, 1500 if not args.quick else 100))
+        return
+    if args.guards:
+        for b in (64, 1024):
+            print(guards_table(b, 400 if not args.quick else 30))
+            print()
         return
     pyro = _pyro()
     clock = "wall clock" if args.wall else "process CPU time, 1 thread"
@@ -269,6 +278,54 @@ def _floor_step(vae: VAE, x: torch.Tensor) -> None:
         infer.sample = real
     p_z, lik = drawn[1], drawn[2]
     (-(lik.log_prob - (q.log_prob - p_z.log_prob)).mean()).backward()
+
+
+def guards_table(batch: int, repeats: int) -> str:
+    """The compiled VAE step with every guard, with `compile_loss`'s guard filter, and both
+    without guard evaluation (`skip_guard_eval_unsafe`: what the guards cost), next to the
+    compiled hand-written step and the hand-written eager step; guard-tree sizes."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    torch.manual_seed(0)
+    vae = VAE()
+    x = (torch.rand(batch, 64) < 0.3).float()
+    opts = {"fallback_random": True}
+    every = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1, dynamic=False,
+                               options={**opts, "guard_filter_fn": None})
+    filtered = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1, dynamic=False)
+    hand = torch.compile(lambda x: _hand_loss(vae, x), fullgraph=True, dynamic=False,
+                         options=opts)
+
+    def lines(fn: object) -> int:
+        code = getattr(fn, "_compiled", fn)._torchdynamo_orig_callable.__code__
+        return len(str(_debug_get_cache_entry_list(code)[0].guard_manager).splitlines())
+
+    def unguarded(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                _backward(vae, fn, x)
+        return step
+
+    contenders = {"hand-written eager": lambda: _hand_step(vae, x),
+                  "compiled, every guard": lambda: _backward(vae, every, x),
+                  "compiled, library_guards": lambda: _backward(vae, filtered, x),
+                  "compiled, no guard evaluation": unguarded(filtered),
+                  "compiled hand-written": lambda: _backward(vae, hand, x),
+                  "compiled hand-written, no guard evaluation": unguarded(hand)}
+    for fn in list(contenders.values())[1:]:
+        fn()  # the compiles
+    sizes = {"compiled, every guard": lines(every), "compiled, library_guards": lines(filtered),
+             "compiled hand-written": lines(hand)}
+    t = median_times(contenders, repeats=repeats, warmup=20, clock=CLOCK)
+    bare = {"compiled, every guard": t["compiled, no guard evaluation"],
+            "compiled, library_guards": t["compiled, no guard evaluation"],
+            "compiled hand-written": t["compiled hand-written, no guard evaluation"]}
+    rows = [[name, 1e3 * v, v / t["hand-written eager"],
+             1e3 * (v - bare[name]) if name in bare else math.nan, sizes.get(name, math.nan)]
+            for name, v in t.items()]
+    return (f"Compiled VAE step at batch {batch}: guard cost (median of {repeats})\n\n"
+            + markdown(["step", "ms", "/ hand-written eager", "guards ms", "guard-tree lines"],
+                       rows))
 
 
 # ---------------------------------------------------------------------------------------------

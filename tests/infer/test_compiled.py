@@ -186,6 +186,143 @@ def test_fit_with_compile_follows_the_eager_fit() -> None:
     assert histories[0] == pytest.approx(histories[1], rel=1e-5)
 
 
+def _loss_and_grads(module: nn.Module, loss_fn, x: torch.Tensor, seed: int):
+    torch.manual_seed(seed)
+    module.zero_grad(set_to_none=True)
+    loss = loss_fn(x)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+
+def test_compiled_step_follows_shape_mode_and_parameter_changes() -> None:
+    """With the library's guards dropped (`library_guards`), every change that must reach the
+    graph still does: a new batch shape, train/eval mode (dropout), parameters changed in
+    place or replaced, and an enclosing handler; each compiled step equals the eager one."""
+    torch.manual_seed(0)
+    vae = VAE(6, 8, 2)
+    vae.encoder.insert(1, nn.Dropout(0.5))  # train/eval changes the program's tensors
+    backend = _Counting()
+    compiled = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1,
+                                  backend=backend, dynamic=False)
+
+    def eager(x):
+        return infer.estimate(infer.elbo(), vae.model, vae.guide, x, plates=1).loss()
+
+    def check(x, seed=0):
+        got = _loss_and_grads(vae, compiled, x, seed)
+        want = _loss_and_grads(vae, eager, x, seed)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+        for a, b in zip(got[1], want[1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        return got[0]
+
+    x = (torch.rand(5, 6) < 0.5).float()
+    train = check(x)
+    assert backend.graphs == 1
+    check(torch.cat([x, x]))  # a new batch shape: a new graph (static shapes)
+    assert backend.graphs == 2
+    vae.eval()
+    evaluated = check(x)
+    assert backend.graphs == 3 and not torch.equal(evaluated, train)  # dropout off
+    vae.train()
+    with torch.no_grad():
+        vae.decoder[0].weight.mul_(2.0)  # in place: the graph reads the new values
+    moved = check(x)
+    assert backend.graphs == 3 and not torch.equal(moved, train)
+    vae.decoder[2].bias = nn.Parameter(torch.randn(6))  # a new parameter object
+    check(x)
+    with infer.particles(2):  # an enclosing handler changes the program: traced again
+        check(x)
+    assert compiled.compiled is True and backend.graphs >= 4
+
+
+class _Decoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(2, 3)
+
+    def model(self, x: torch.Tensor) -> None:
+        z = infer.sample("z", Independent(Normal(torch.zeros(x.shape[0], 2), 1.0), 1))
+        infer.sample("x", Independent(Normal(self.net(z), 1.0), 1), obs=x)
+
+
+class _Whole(nn.Module):
+    """A guide that reads the decoder's parameters through its own submodule attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dec = _Decoder()
+        self.enc = nn.Linear(3, 4)
+
+    def guide(self, x: torch.Tensor) -> None:
+        loc, log_scale = self.enc(x + self.dec.net.bias).chunk(2, -1)
+        infer.sample("z", Independent(Normal(loc, log_scale.exp()), 1))
+
+
+def test_a_replaced_submodule_shared_by_model_and_guide_is_noticed() -> None:
+    """The model is a method of the decoder the compiled loss was made with; the guide reads
+    `whole.dec`, which is then replaced: the two are no longer one module, and the compiled
+    step must see it (the aliasing guard between them is kept)."""
+    torch.manual_seed(0)
+    whole = _Whole()
+    x = torch.randn(4, 3)
+    model, guide = whole.dec.model, whole.guide
+    compiled = infer.compile_loss(infer.elbo(), model, guide, plates=1, backend="aot_eager")
+    compiled(x)
+    whole.dec = _Decoder()  # the model still runs the old decoder, the guide the new one
+    torch.manual_seed(1)
+    got = compiled(x)
+    torch.manual_seed(1)
+    want = infer.estimate(infer.elbo(), model, guide, x, plates=1).loss()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_library_guards_keep_every_guard_but_the_librarys_fixed_objects() -> None:
+    from varbayes.infer.compiled import library_guards
+
+    seen, kept = [], []
+
+    def recording(entries):
+        keep = library_guards(entries)
+        seen.extend(entries)
+        kept.extend(e for e, k in zip(entries, keep, strict=True) if k)
+        return keep
+
+    vae = VAE(4, 8, 2)
+    loss = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1,
+                              backend="aot_eager", options={"guard_filter_fn": recording})
+    loss(torch.ones(3, 4)).backward()
+    assert loss.compiled is True
+    dropped = [e for e in seen if all(e is not k for k in kept)]
+    assert len(dropped) > len(seen) // 4  # the library's modules, classes, functions
+    for e in dropped:  # each one is on a varbayes global, or an aliasing guard
+        assert e.guard_type == "DUPLICATE_INPUT" or (
+            e.is_global and "varbayes" in e.name or "varbayes" in getattr(
+                e.value, "__module__", "")), e.name
+        assert e.guard_type not in ("TENSOR_MATCH", "SHAPE_ENV", "GRAD_MODE", "GLOBAL_STATE")
+    names = {(e.guard_type, e.name) for e in kept}
+    assert sum(e.guard_type == "TENSOR_MATCH" for e in kept) == sum(
+        e.guard_type == "TENSOR_MATCH" for e in seen) == 9  # 8 parameters and x
+    for state in ("_HANDLERS", "_PROCESS", "_POSTPROCESS", "_SCOPES"):  # the handler stack
+        assert ("SEQUENCE_LENGTH", f"G['__import_varbayes_dot_infer_dot_sites'].{state}") in names
+    assert any(n.endswith("._BRANCHING_PROGRAMS") for _, n in names)  # mutable library state
+    assert all(not e.is_global or e.guard_type in ("SEQUENCE_LENGTH", "CONSTANT_MATCH",
+                                                    "EQUALS_MATCH", "TYPE_MATCH")
+               for e in kept if "G['__import_varbayes" in e.name)
+    user = [e for e in seen if not e.is_global and e.guard_type != "DUPLICATE_INPUT"]
+    assert all(any(e is k for k in kept) for e in user)  # every guard on the program's objects
+    # torch's global validation switch, read through the library's lean constructors (a class
+    # attribute that `set_default_validate_args` changes), is kept
+    seen.clear()
+    kept.clear()
+    mix = _Mixture()
+    loss = infer.compile_loss(infer.elbo(), mix.model, mix.guide, plates=1, backend="aot_eager",
+                              options={"guard_filter_fn": recording})
+    loss(torch.randn(3, 2)).backward()
+    switch = [e for e in seen if e.name.endswith("Distribution._validate_args")]
+    assert switch and all(any(e is k for k in kept) for e in switch)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="Inductor on CPU needs a C++ compiler")

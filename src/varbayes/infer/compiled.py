@@ -20,14 +20,26 @@ branches on tensor values, or a strategy that re-executes the program (sequentia
 enumeration, MVD), cannot be captured as one graph: `compile_loss` then falls back to the
 eager path with a one-line warning (`fallback=False`: a one-line `VarbayesError` instead).
 Errors in the program itself (unknown site, bad shape) surface as the eager path's errors.
+
+Guards. Before every call TorchDynamo checks guards on everything the traced Python read. The
+handlers read the library's own modules, classes and functions through several modules (each
+`isinstance(x, torch.Tensor)`, each class in a type set), which made a guard tree of about 440
+lines on a VAE step, 0.2-0.5 ms a call on this CPU (more with other Python between calls).
+`library_guards` drops exactly the guards on those fixed objects (see its doc; 280 lines,
+0.1-0.15 ms) and keeps every guard on tensors, shapes, dtypes, parameters, module
+modes and attributes, the program's own objects and globals, torch's global state and the
+library's mutable state (the handler stack, the scopes); a user `guard_filter_fn` in `options`
+replaces it.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+import sys
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -68,6 +80,7 @@ class CompiledLoss:
         opts = dict(options or {})
         if backend == "inductor":
             opts.setdefault("fallback_random", True)  # torch's own draws: eager's numbers
+        opts.setdefault("guard_filter_fn", library_guards)
         self._compiled = torch.compile(_own_code(self.eager), fullgraph=True, backend=backend,
                                        mode=mode, options=opts or None, dynamic=dynamic)
 
@@ -111,8 +124,10 @@ def compile_loss(
     """The loss of `estimate(objective, model, guide, *args, strategies=..., plates=...,
     data_size=..., samples=...)`, compiled: `compile_loss(...)(x).backward()` is one
     gradient step's forward and backward. backend, mode, options, dynamic: those of
-    `torch.compile` (Inductor by default, with `fallback_random=True`). fallback: when the
-    program cannot be captured, warn and run eagerly (True) or raise (False)."""
+    `torch.compile` (Inductor by default, with `fallback_random=True` and
+    `guard_filter_fn=library_guards`; `options={"guard_filter_fn": None}` keeps every guard).
+    fallback: when the program cannot be captured, warn and run eagerly (True) or raise
+    (False)."""
     if isinstance(backend, str) and backend not in BACKENDS:
         raise VarbayesError(f"compile backend must be one of {', '.join(BACKENDS)} or a "
                             f"callable; got {backend!r}")
@@ -138,6 +153,104 @@ def _own_code(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
 
     return types.FunctionType(step.__code__.replace(), step.__globals__, step.__name__, None,
                               step.__closure__)
+
+
+# ---------------------------------------------------------------------------------------------
+# guards
+
+
+_LIBRARY = re.compile(r"G\['__import_(varbayes(?:_dot_\w+?)*)'\]((?:\.\w+)*)$")
+"""A source rooted at a global of one of varbayes's modules, followed by plain attributes."""
+
+_FIXED = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType,
+          types.MethodDescriptorType, types.WrapperDescriptorType)
+"""Objects whose identity is all a guard checks of them: modules, classes, functions."""
+
+
+def library_guards(entries: Sequence[Any]) -> list[bool]:
+    """The `guard_filter_fn` of `compile_loss`: keep every guard but those on varbayes's own
+    fixed module-level objects, which only monkeypatching the library could change:
+
+    - identity guards (module, class, function; a tuple or frozenset of classes) on objects
+      reached through a varbayes module's globals (`varbayes.infer.sites.densities`, each
+      module's `torch`, `Normal`, ...);
+    - constants a varbayes class defines itself (`recording._has_process`; not inherited
+      ones such as torch's `Distribution._validate_args`, which torch's
+      `set_default_validate_args` changes);
+    - aliasing guards ("x is y") between two global paths to one module, class or function
+      (implied by the identity guards on each path), between two module-level names of
+      varbayes modules (the scope stack imported by several modules), and between two
+      arguments of the compiled loss's own fixed partial or the objects they are bound to
+      (a model and a guide that are methods of one module); not between attributes of
+      those (a submodule can be replaced).
+
+    Kept: tensor guards (shape, dtype, device, strides, requires_grad, parameters), nn.Module
+    attributes and training mode, the program's own globals and objects, module-level
+    constants and mutable state of varbayes (the handler stack, the scopes, whether a
+    program has branched), torch's global state, builtins."""
+    return [not _droppable(e) for e in entries]
+
+
+def _droppable(e: Any) -> bool:
+    kind, name = e.guard_type, e.name
+    if kind == "DUPLICATE_INPUT":
+        other = getattr(e.orig_guard.create_fn, "keywords", {}).get("source_b")
+        if other is None:
+            return False
+        b = other.name() if callable(other.name) else other.name
+        b = re.sub(r"L\[\s*['\"](.*?)['\"]\s*\]", r"\1", b)  # L['loss'] -> loss
+        if _OWN_ARGUMENT.match(name) and _OWN_ARGUMENT.match(b):
+            return True  # the partial's argument tuple and bound methods' __self__: immutable
+        if _LIBRARY_GLOBAL.match(name) and _LIBRARY_GLOBAL.match(b):
+            return True  # one module-level object imported by name into two varbayes modules
+        # a module, class or function reached by two global paths: each path keeps (or, for
+        # varbayes's own, drops) its identity guard, which implies the aliasing
+        return e.is_global and b.startswith(_GLOBAL) and e.has_value and _fixed(e.value)
+    if not e.is_global:
+        return False
+    if _LIBRARY_ROOT not in name:  # the compiled loss's own globals (`estimate`)
+        return (name.startswith("G['") and kind in _IDENTITY_GUARDS and e.has_value
+                and isinstance(e.value, (types.FunctionType, type))
+                and getattr(e.value, "__module__", "").startswith("varbayes."))
+    if kind == "CONSTANT_MATCH":  # a constant varbayes itself set on one of its classes
+        owner, attr = _owner(name), name.rsplit(".", 1)[-1]
+        return (isinstance(owner, type) and owner.__module__.startswith("varbayes.")
+                and attr in owner.__dict__)
+    return kind in _IDENTITY_GUARDS and e.has_value and _fixed(e.value)
+
+
+_OWN_ARGUMENT = re.compile(r"loss\.args\[\d+\](\.__self__)?$")
+"""An argument of the compiled loss's own partial, or the object a bound-method argument is
+bound to: neither can change for the life of the compiled loss (an attribute of one can)."""
+
+_LIBRARY_GLOBAL = re.compile(r"G\['__import_varbayes_dot_\w+'\]\.\w+$")
+"""A module-level name of a varbayes module (rebinding one is monkeypatching the library)."""
+
+_LIBRARY_ROOT = "G['__import_varbayes_dot_"
+_GLOBAL = ("G[", "list(G[")
+
+
+_IDENTITY_GUARDS = frozenset({"ID_MATCH", "CLASS_MATCH", "CLOSURE_MATCH", "FUNCTION_MATCH",
+                              "MODULE_MATCH", "BUILTIN_MATCH", "TYPE_MATCH", "SEQUENCE_LENGTH"})
+"""Guards that check only which object (or how many classes in a fixed set) a name holds."""
+
+
+def _fixed(value: Any) -> bool:
+    if isinstance(value, _FIXED):
+        return True
+    return isinstance(value, (tuple, frozenset)) and all(isinstance(v, type) for v in value)
+
+
+def _owner(name: str) -> Any:
+    """The object whose attribute `name` reads, for `G['__import_varbayes...'].a.b.c`
+    (None when the name has another form or does not resolve)."""
+    m = _LIBRARY.match(name)
+    if m is None or not m.group(2):
+        return None
+    obj = sys.modules.get(m.group(1).replace("_dot_", "."))
+    for attr in m.group(2).split(".")[1:-1]:
+        obj = getattr(obj, attr, None)
+    return obj
 
 
 def _first_line(e: BaseException) -> str:
