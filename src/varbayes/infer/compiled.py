@@ -25,15 +25,16 @@ Guards. Before every call TorchDynamo checks guards on everything the traced Pyt
 handlers read the library's own modules, classes and functions through several modules (each
 `isinstance(x, torch.Tensor)`, each class in a type set), which made a guard tree of about 440
 lines on a VAE step, 0.2-0.5 ms a call on this CPU (more with other Python between calls).
-`library_guards` drops exactly the guards on those fixed objects (see its doc; 280 lines,
-0.1-0.15 ms) and keeps every guard on tensors, shapes, dtypes, parameters, module
-modes and attributes, the program's own objects and globals, torch's global state and the
-library's mutable state (the handler stack, the scopes); a user `guard_filter_fn` in `options`
-replaces it.
+`library_guards` drops exactly the guards on those fixed objects and on Python's builtins
+(see its doc; 252 lines on that VAE step) and keeps every guard on tensors, shapes, dtypes,
+parameters, module modes and attributes, the program's own objects and globals, torch's
+global state and the library's mutable state (the handler stack, the scopes); a user
+`guard_filter_fn` in `options` replaces it.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import re
 import sys
@@ -184,10 +185,16 @@ def library_guards(entries: Sequence[Any]) -> list[bool]:
       (a model and a guide that are methods of one module); not between attributes of
       those (a submodule can be replaced).
 
+    - identity guards on Python's builtins (`len`, `isinstance`, `dict`, ...) that still hold
+      the builtins module's own object (only monkeypatching `builtins` could change them).
+
     Kept: tensor guards (shape, dtype, device, strides, requires_grad, parameters), nn.Module
     attributes and training mode, the program's own globals and objects, module-level
     constants and mutable state of varbayes (the handler stack, the scopes, whether a
-    program has branched), torch's global state, builtins."""
+    program has branched), torch's global state, torch's functions reached through torch's
+    modules. (The library binds the torch functions its traced code calls, `addcmul`,
+    `arange`, `is_compiling`, ..., as its own module globals, so their guards are the
+    library's.)"""
     return [not _droppable(e) for e in entries]
 
 
@@ -208,6 +215,9 @@ def _droppable(e: Any) -> bool:
         return e.is_global and b.startswith(_GLOBAL) and e.has_value and _fixed(e.value)
     if not e.is_global:
         return False
+    if (m := _BUILTIN.match(name)) is not None:  # Python's own len, isinstance, ...
+        return (kind in _IDENTITY_GUARDS and e.has_value
+                and e.value is getattr(builtins, m.group(1), _MISSING) and _fixed(e.value))
     if _LIBRARY_ROOT not in name:  # the compiled loss's own globals (`estimate`)
         return (name.startswith("G['") and kind in _IDENTITY_GUARDS and e.has_value
                 and isinstance(e.value, (types.FunctionType, type))
@@ -227,6 +237,11 @@ _LIBRARY_GLOBAL = re.compile(r"G\['__import_varbayes_dot_\w+'\]\.\w+$")
 """A module-level name of a varbayes module (rebinding one is monkeypatching the library)."""
 
 _LIBRARY_ROOT = "G['__import_varbayes_dot_"
+
+_BUILTIN = re.compile(r"G\['__builtins_dict___\d+'\]\['(\w+)'\]$")
+"""A name looked up in Python's builtins (`len`, `isinstance`, ...) by the traced code."""
+
+_MISSING = object()
 _GLOBAL = ("G[", "list(G[")
 
 

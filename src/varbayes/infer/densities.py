@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import addcmul
+from torch.compiler import is_compiling
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 from torch.nn.functional import binary_cross_entropy_with_logits
 
@@ -42,11 +44,10 @@ def rsample(fn: Distribution) -> tuple[torch.Tensor, torch.Tensor | None]:
     base = fn.base_dist if type(fn) in _INDEPENDENT else fn
     if type(base) in _NORMAL:
         loc = base.loc
-        if torch.compiler.is_compiling():  # Inductor fuses randn, not an in-place normal_
-            eps = torch.randn_like(loc)
-        else:
-            eps = loc.new_empty(loc.shape).normal_()  # torch.randn's numbers, fewer arguments
-        return torch.addcmul(loc, eps, base.scale), eps
+        # compiling: Inductor fuses randn, not an in-place normal_; eager: torch.randn's
+        # numbers with fewer arguments
+        eps = torch.randn_like(loc) if is_compiling() else loc.new_empty(loc.shape).normal_()
+        return addcmul(loc, eps, base.scale), eps
     return fn.rsample(), None
 
 
@@ -67,16 +68,16 @@ def log_prob(fn: Distribution, value: torch.Tensor,
             standard, neg_norm = const
             if eps is None:
                 eps = value if standard else (value - base.loc) / base.scale
-            lp = torch.addcmul(neg_norm, eps, eps, value=-0.5)
+            lp = addcmul(neg_norm, eps, eps, value=-0.5)
         elif (s := getattr(base, "_scalar_scale", None)) is not None:
             # a fixed scale s (a number): -(v - loc)^2 / (2 s^2) - (log s + log sqrt(2 pi)),
             # with nothing of the expanded scale tensor in the graph
             neg_norm = lean.cached_constant(-math.log(s) - _LOG_SQRT_2PI, base.loc)
             if eps is not None and not eps.requires_grad:
-                lp = torch.addcmul(neg_norm, eps, eps, value=-0.5)
+                lp = addcmul(neg_norm, eps, eps, value=-0.5)
             else:
                 d = value - base.loc
-                lp = torch.addcmul(neg_norm, d, d, value=-0.5 / (s * s))
+                lp = addcmul(neg_norm, d, d, value=-0.5 / (s * s))
         elif eps is not None and not eps.requires_grad:
             # the noise of our own draw: -(eps^2/2 + log sqrt(2 pi)) needs no gradient, so
             # the graph holds only log scale and one subtraction
@@ -85,7 +86,7 @@ def log_prob(fn: Distribution, value: torch.Tensor,
             if eps is None:
                 eps = (value - base.loc) / base.scale
             # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
-            lp = torch.addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5)
+            lp = addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5)
             negate = True
     elif kind in _BERNOULLI and not base._validate_args:
         logits = base.logits
@@ -107,7 +108,7 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if (loc.requires_grad or scale.requires_grad or torch.compiler.is_compiling()
+    if (loc.requires_grad or scale.requires_grad or is_compiling()
             or loc.is_inference() or scale.is_inference()):
         return None  # inference tensors keep no version counter: nothing to key a cache on
     key = (id(loc), loc._version, id(scale), scale._version)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, inference_mode, log_softmax, no_grad, tensor
+from torch.compiler import is_compiling
 from torch.distributions import Bernoulli as _Bernoulli
 from torch.distributions import Categorical as _Categorical
 from torch.distributions import Distribution
@@ -71,11 +72,11 @@ def cached_constant(x: float, like: Tensor) -> Tensor:
     only ever handed out as an expanded, read-only view). Not cached while `torch.compile`
     traces: the graph holds it as a constant."""
     key = (float(x), like.dtype, like.device)
-    compiling = torch.compiler.is_compiling()
+    compiling = is_compiling()
     t = None if compiling else _CONSTANTS.get(key)
     if t is None:
-        with torch.inference_mode(False), torch.no_grad():
-            t = torch.tensor(float(x), dtype=like.dtype, device=like.device)
+        with inference_mode(False), no_grad():
+            t = tensor(float(x), dtype=like.dtype, device=like.device)
         if not compiling and len(_CONSTANTS) < 256:  # a number varied every step: no cache
             _CONSTANTS[key] = t
     return t
@@ -103,7 +104,7 @@ class Categorical(_KeepsClass, _Categorical):
                  validate_args: bool | None = None) -> None:
         if (probs is None and type(logits) is Tensor and logits.dim() >= 1
                 and _lean(validate_args)):
-            self.logits = self._param = torch.log_softmax(logits, -1)
+            self.logits = self._param = log_softmax(logits, -1)
             self._num_events = logits.shape[-1]
             self._batch_shape, self._event_shape = logits.shape[:-1], _SCALAR
             self._validate_args = False

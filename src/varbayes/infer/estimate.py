@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import arange, inference_mode
+from torch.compiler import is_compiling
 
 from varbayes.errors import VarbayesError
 from varbayes.infer.densities import _CATEGORICAL
@@ -94,7 +96,9 @@ def estimate(
     """
     snapshot = _BRANCHING_PROGRAMS  # whether this run may need re-execution (see _NoSnapshot)
     if strategies:
-        strategies = dict(strategies)
+        # a copy; dict(m) of a dict traces through TorchDynamo's polyfills, which a compiled
+        # step would then guard
+        strategies = strategies.copy() if type(strategies) is dict else dict(strategies)
         for name, s in strategies.items():
             if not isinstance(s, Strategy):
                 raise VarbayesError(f"strategy for site {name!r} must be reparam(), "
@@ -242,11 +246,11 @@ def _enumerated_support(fn: Any, dim: int) -> torch.Tensor:
         k = fn._num_events
         shape = (k,) + pad[len(batch):] + batch
         key = (shape, fn._param.device)
-        compiling = torch.compiler.is_compiling()  # a captured graph holds it as a constant
+        compiling = is_compiling()  # a captured graph holds it as a constant
         support = None if compiling else _SUPPORTS.get(key)
         if support is None:
-            with torch.inference_mode(False):  # it is indexed with later: saved for backward
-                support = torch.arange(k, device=key[1]).reshape((k,) + pad).expand(shape)
+            with inference_mode(False):  # it is indexed with later: saved for backward
+                support = arange(k, device=key[1]).reshape((k,) + pad).expand(shape)
             if not compiling and any(s > 1 for s in batch) and len(_SUPPORTS) < 64:
                 _SUPPORTS[key] = support
         return support

@@ -168,8 +168,14 @@ def _check_observation(name: str, fn: Distribution, obs: Any) -> torch.Tensor:
 
 
 def _broadcastable(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    # torch.broadcast_shapes imports sympy on first use (seconds); this is the same rule
-    return all(x == y or x == 1 or y == 1 for x, y in zip(reversed(a), reversed(b)))
+    # torch.broadcast_shapes imports sympy on first use (seconds); this is the same rule. A
+    # plain loop: a generator over zip(reversed(...)) makes a compiled step guard Python's
+    # all/zip/reversed and TorchDynamo's polyfills of them
+    for i in range(1, min(len(a), len(b)) + 1):
+        x, y = a[-i], b[-i]
+        if x != y and x != 1 and y != 1:
+            return False
+    return True
 
 
 def _check_batch_dims(site: Site, s: Scope) -> None:
@@ -292,7 +298,9 @@ class recording(Handler):
     """Collect every site of the enclosed run into `self.trace` (site names must be unique)."""
 
     def __init__(self) -> None:
-        self.trace = Trace()
+        # {}, not the default factory: traced, dict() runs through TorchDynamo's polyfills,
+        # whose guards a compiled step would check on every call
+        self.trace = Trace({})
 
     def postprocess(self, site: Site) -> None:
         if site.name in self.trace.sites:
@@ -327,7 +335,7 @@ class scoring(recording):
     run's trace; `used` counts the values used."""
 
     def __init__(self, values: Mapping[str, torch.Tensor], strict: bool = False) -> None:
-        self.trace = Trace()
+        self.trace = Trace({})
         self.values, self.strict = values, strict
         self.used = 0
 
