@@ -19,8 +19,9 @@ Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--b
 overhead goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
 and the hand-written loss under `torch.compile` with the same settings, static shapes, timed
 after their first call, whose wall-clock compile time is reported in its own table; `--guards`:
-only the compiled batch-64 and batch-1024 VAE steps with every TorchDynamo guard, with
-`compile_loss`'s default guard filter and without guard evaluation, and the guard trees' sizes).
+only the compiled batch-64 and batch-1024 VAE steps and the mixture's parallel-enumeration
+step (a minibatch of 100) with every TorchDynamo guard, with `compile_loss`'s default guard
+filter and without guard evaluation, and the guard trees' sizes).
 By default torch runs one thread and the timer counts this process's CPU time
 (`time.process_time`), which other processes on a busy machine do not inflate; `--wall` times
 wall clock with the default threads instead.
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also time the compiled path (Inductor; compiles take minutes)")
     parser.add_argument("--guards", action="store_true",
-                        help="only the compiled VAE step's guard cost (Inductor, 400 repeats)")
+                        help="only the compiled steps' guard cost (Inductor, 400-600 repeats)")
     args = parser.parse_args()
     global COMPILE
     COMPILE = args.compile
@@ -76,6 +77,7 @@ def main() -> None:
         for b in (64, 1024):
             print(guards_table(b, 400 if not args.quick else 30))
             print()
+        print(guards_table(100, 600 if not args.quick else 30, mixture=True))
         return
     pyro = _pyro()
     clock = "wall clock" if args.wall else "process CPU time, 1 thread"
@@ -280,21 +282,43 @@ def _floor_step(vae: VAE, x: torch.Tensor) -> None:
     (-(lik.log_prob - (q.log_prob - p_z.log_prob)).mean()).backward()
 
 
-def guards_table(batch: int, repeats: int) -> str:
-    """The compiled VAE step with every guard, with `compile_loss`'s guard filter, and both
+def guards_table(batch: int, repeats: int, mixture: bool = False) -> str:
+    """The compiled VAE step (or, `mixture`, the mixture's parallel-enumeration step on a
+    minibatch of `batch`) with every guard, with `compile_loss`'s guard filter, and both
     without guard evaluation (`skip_guard_eval_unsafe`: what the guards cost), next to the
     compiled hand-written step and the hand-written eager step; guard-tree sizes."""
     from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
     torch.manual_seed(0)
-    vae = VAE()
-    x = (torch.rand(batch, 64) < 0.3).float()
     opts = {"fallback_random": True}
-    every = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1, dynamic=False,
-                               options={**opts, "guard_filter_fn": None})
-    filtered = infer.compile_loss(infer.elbo(), vae.model, vae.guide, plates=1, dynamic=False)
-    hand = torch.compile(lambda x: _hand_loss(vae, x), fullgraph=True, dynamic=False,
-                         options=opts)
+    if mixture:
+        module: nn.Module = Mixture()
+        x = mixture_data()[:batch]
+        kw = {"plates": 1, "data_size": 1000, "strategies": _mixture_strategy("enum-parallel"),
+              "dynamic": False}
+        args = (infer.elbo(), module.model, module.guide)
+
+        def hand_loss(x: torch.Tensor) -> torch.Tensor:
+            return _hand_mixture_loss(module, x, "enum-parallel")
+
+        def eager_step() -> None:
+            _backward(module, hand_loss, x)
+        what = f"Compiled mixture step (parallel enumeration) on a minibatch of {batch}"
+    else:
+        module = VAE()
+        x = (torch.rand(batch, 64) < 0.3).float()
+        kw = {"plates": 1, "dynamic": False}
+        args = (infer.elbo(), module.model, module.guide)
+
+        def hand_loss(x: torch.Tensor) -> torch.Tensor:
+            return _hand_loss(module, x)
+
+        def eager_step() -> None:
+            _hand_step(module, x)
+        what = f"Compiled VAE step at batch {batch}"
+    every = infer.compile_loss(*args, **kw, options={**opts, "guard_filter_fn": None})
+    filtered = infer.compile_loss(*args, **kw)
+    hand = torch.compile(hand_loss, fullgraph=True, dynamic=False, options=opts)
 
     def lines(fn: object) -> int:
         code = getattr(fn, "_compiled", fn)._torchdynamo_orig_callable.__code__
@@ -303,14 +327,14 @@ def guards_table(batch: int, repeats: int) -> str:
     def unguarded(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
         def step() -> None:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                _backward(vae, fn, x)
+                _backward(module, fn, x)
         return step
 
-    contenders = {"hand-written eager": lambda: _hand_step(vae, x),
-                  "compiled, every guard": lambda: _backward(vae, every, x),
-                  "compiled, library_guards": lambda: _backward(vae, filtered, x),
+    contenders = {"hand-written eager": eager_step,
+                  "compiled, every guard": lambda: _backward(module, every, x),
+                  "compiled, library_guards": lambda: _backward(module, filtered, x),
                   "compiled, no guard evaluation": unguarded(filtered),
-                  "compiled hand-written": lambda: _backward(vae, hand, x),
+                  "compiled hand-written": lambda: _backward(module, hand, x),
                   "compiled hand-written, no guard evaluation": unguarded(hand)}
     for fn in list(contenders.values())[1:]:
         fn()  # the compiles
@@ -323,7 +347,7 @@ def guards_table(batch: int, repeats: int) -> str:
     rows = [[name, 1e3 * v, v / t["hand-written eager"],
              1e3 * (v - bare[name]) if name in bare else math.nan, sizes.get(name, math.nan)]
             for name, v in t.items()]
-    return (f"Compiled VAE step at batch {batch}: guard cost (median of {repeats})\n\n"
+    return (f"{what}: guard cost (median of {repeats})\n\n"
             + markdown(["step", "ms", "/ hand-written eager", "guards ms", "guard-tree lines"],
                        rows))
 
