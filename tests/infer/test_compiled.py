@@ -331,6 +331,33 @@ def test_library_guards_keep_every_guard_but_the_librarys_fixed_objects() -> Non
     loss(torch.randn(3, 2)).backward()
     switch = [e for e in seen if e.name.endswith("Distribution._validate_args")]
     assert switch and all(any(e is k for k in kept) for e in switch)
+    # keyword defaults: varbayes's own (`sample(..., obs=None)`) are dropped, a program's kept
+    assert any(e.name.endswith("sample.__kwdefaults__['obs']") for e in seen)
+    assert not any("__kwdefaults__" in e.name for e in kept)
+    seen.clear()
+    kept.clear()
+    shifted = _Shifted()
+    loss = infer.compile_loss(infer.elbo(), shifted.model, shifted.guide, backend="aot_eager",
+                              options={"guard_filter_fn": recording})
+    loss(torch.randn(2)).backward()
+    assert loss.compiled is True
+    assert any(e.name.endswith("_shift.__kwdefaults__['by']") for e in kept)
+
+
+def _shift(t: torch.Tensor, *, by: float = 0.5) -> torch.Tensor:
+    return t + by
+
+
+class _Shifted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(2))
+
+    def model(self, x: torch.Tensor) -> None:
+        infer.sample("x", Independent(Normal(_shift(self.loc), 1.0), 1), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        pass
 
 
 @pytest.mark.slow

@@ -170,7 +170,8 @@ _FIXED = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType,
 
 def library_guards(entries: Sequence[Any]) -> list[bool]:
     """The `guard_filter_fn` of `compile_loss`: keep every guard but those on varbayes's own
-    fixed module-level objects, which only monkeypatching the library could change:
+    fixed module-level objects and on Python's builtins, which only monkeypatching the
+    library or `builtins` could change:
 
     - identity guards (module, class, function; a tuple or frozenset of classes) on objects
       reached through a varbayes module's globals (`varbayes.infer.sites.densities`, each
@@ -183,8 +184,9 @@ def library_guards(entries: Sequence[Any]) -> list[bool]:
       varbayes modules (the scope stack imported by several modules), and between two
       arguments of the compiled loss's own fixed partial or the objects they are bound to
       (a model and a guide that are methods of one module); not between attributes of
-      those (a submodule can be replaced).
-
+      those (a submodule can be replaced);
+    - keyword defaults of varbayes's functions (`sample(..., obs=None)`), also where a
+      program reaches the function through its own module;
     - identity guards on Python's builtins (`len`, `isinstance`, `dict`, ...) that still hold
       the builtins module's own object (only monkeypatching `builtins` could change them).
 
@@ -215,6 +217,10 @@ def _droppable(e: Any) -> bool:
         return e.is_global and b.startswith(_GLOBAL) and e.has_value and _fixed(e.value)
     if not e.is_global:
         return False
+    if kind == "CONSTANT_MATCH" and (m := _KWDEFAULT.match(name)) is not None:
+        fn = _resolve(m.group(1))  # a keyword default of one of varbayes's functions
+        return (isinstance(fn, types.FunctionType)
+                and getattr(fn, "__module__", "").startswith("varbayes."))
     if (m := _BUILTIN.match(name)) is not None:  # Python's own len, isinstance, ...
         return (kind in _IDENTITY_GUARDS and e.has_value
                 and e.value is getattr(builtins, m.group(1), _MISSING) and _fixed(e.value))
@@ -242,6 +248,10 @@ _BUILTIN = re.compile(r"G\['__builtins_dict___\d+'\]\['(\w+)'\]$")
 """A name looked up in Python's builtins (`len`, `isinstance`, ...) by the traced code."""
 
 _MISSING = object()
+
+_KWDEFAULT = re.compile(r"(G\['__import_\w+'\](?:\.\w+)+)\.__kwdefaults__\['\w+'\]$")
+"""A keyword default of a function reached through a module's globals
+(`infer.sample`'s `obs=None`, read wherever a program calls it)."""
 _GLOBAL = ("G[", "list(G[")
 
 
@@ -264,6 +274,17 @@ def _owner(name: str) -> Any:
         return None
     obj = sys.modules.get(m.group(1).replace("_dot_", "."))
     for attr in m.group(2).split(".")[1:-1]:
+        obj = getattr(obj, attr, None)
+    return obj
+
+
+def _resolve(path: str) -> Any:
+    """The object at `G['__import_a_dot_b'].x.y` (None when it does not resolve)."""
+    m = re.match(r"G\['__import_(\w+)'\]((?:\.\w+)*)$", path)
+    if m is None:
+        return None
+    obj = sys.modules.get(m.group(1).replace("_dot_", "."))
+    for attr in m.group(2).split(".")[1:]:
         obj = getattr(obj, attr, None)
     return obj
 

@@ -105,7 +105,7 @@ def estimate(
                                     f"reinforce(), enum() or mvd(); got {s!r}")
             snapshot = snapshot or _branches(s)
     else:
-        strategies = _NO_OVERRIDES
+        strategies = {}  # a fresh one: a shared module-level dict would be guarded
     if (samples != 1 or type(samples) is not int) and (
             not isinstance(samples, int) or samples < 1):
         raise VarbayesError(f"samples must be a positive integer; got {samples!r}")
@@ -272,7 +272,6 @@ def _decided_value(fn: Any, strategy: Strategy, d: _Decision) -> torch.Tensor:
 
 _CPU_GENERATOR = torch.default_generator
 
-_NO_OVERRIDES: Mapping[str, Strategy] = {}  # shared, never written to
 
 _BRANCHING_PROGRAMS = False
 """Whether a program run by `estimate` has declared a branching strategy on a site itself
