@@ -361,6 +361,21 @@ def test_selection_rule_follows_the_claims() -> None:
     assert _choose(tied, dense_accuracy=0.99) is tied[1]  # accuracy tie: the lower NLL
 
 
+def test_selection_tie_survives_rounding_of_the_seed_means() -> None:
+    """Equal mean accuracies whose float means differ in the last bit (a tie on the
+    validation splits) are still a tie: the lower NLL decides, not the rounding."""
+    import statistics
+
+    from varbayes.methods.bnn.turbo_vbi_repro import _choose
+
+    a = statistics.fmean([0.5875, 0.6025, 0.63])
+    b = statistics.fmean([0.61, 0.5825, 0.6275])
+    assert a != b and abs(a - b) < 1e-12  # the case: equal in exact arithmetic
+    rows = [{"val_accuracy": a, "compression": 21.0, "neurons_removed": 358, "val_nll": 1.09},
+            {"val_accuracy": b, "compression": 14.0, "neurons_removed": 286, "val_nll": 1.08}]
+    assert _choose(rows, dense_accuracy=0.6233) is rows[1]  # none within 1 point: lower NLL
+
+
 def test_selection_over_seeds_chooses_on_the_means() -> None:
     """Seed 0 alone would pick the point removing the most neurons; on the mean over seeds
     that point is more than 1 point below dense VI, so the rule takes the other one."""
