@@ -272,10 +272,7 @@ def _owner(name: str) -> Any:
     m = _LIBRARY.match(name)
     if m is None or not m.group(2):
         return None
-    obj = sys.modules.get(m.group(1).replace("_dot_", "."))
-    for attr in m.group(2).split(".")[1:-1]:
-        obj = getattr(obj, attr, None)
-    return obj
+    return _resolve(name.rsplit(".", 1)[0])
 
 
 def _resolve(path: str) -> Any:
