@@ -119,3 +119,30 @@ def test_bad_input_is_refused() -> None:
         NeuronFactor(on=0.1, off=0.2)
     with pytest.raises(VarbayesError, match="in \\(0, 1\\)"):
         NeuronFactor(prior=1.0)
+
+
+def test_dense_unit_factor_pulls_a_live_units_weights_on_exactly() -> None:
+    """The dense-units factor (absolute on = 0.99) with floored evidence on a one-hidden-layer
+    network (a tree: every weight touches one unit): a unit's log-odds is the closed form
+    prior + sum_j log[(on e^u_j + 1 - on) / (off e^u_j + 1 - off)], and BP matches
+    enumeration. Unit 0 (5 of its 12 weights strongly active, the rest at the floor -3) is on
+    and pulls its floored weights on; unit 1 (all at the floor) is off and keeps them off."""
+    f = NeuronFactor(prior=0.5, on=0.99, off=0.99 / 100)
+    u0 = torch.tensor([[8.0, 8.0, 8.0, -3.0, -3.0, -3.0], [-3.0] * 6], dtype=torch.float64)
+    u1 = torch.tensor([[8.0, -3.0]] * 2 + [[-3.0, -3.0]] * 4, dtype=torch.float64)
+    out = network_bp([u0, u1], NEUTRAL, NEUTRAL, f, iterations=40, sweeps=3, damping=0.3)
+
+    def g(u: torch.Tensor) -> torch.Tensor:
+        return (torch.log(f.on * u.exp() + 1 - f.on) - torch.log(f.off * u.exp() + 1 - f.off))
+
+    closed = torch.stack([g(u0[k]).sum() + g(u1[:, k]).sum() for k in range(2)])
+    assert torch.allclose(out.units[0].double(), closed, atol=1e-4)
+    assert out.units[0][0] > 3 and out.units[0][1] < -3
+    assert (out.posterior[0][0] > 0.5).all() and (out.posterior[1][:, 0] > 0.5).all()
+    assert (out.posterior[0][1] < -3).all() and (out.posterior[1][:, 1] < -3).all()
+    small = [torch.tensor([[8.0, -3.0], [-3.0, -3.0]]), torch.tensor([[8.0, -3.0]])]
+    post, units = brute_force(small, f)
+    exact = network_bp(small, NEUTRAL, NEUTRAL, f, iterations=40, sweeps=3, damping=0.3)
+    assert torch.allclose(torch.cat([p.flatten() for p in exact.posterior]).double(), post,
+                          atol=1e-4)
+    assert torch.allclose(torch.cat(exact.units).double(), units, atol=1e-4)

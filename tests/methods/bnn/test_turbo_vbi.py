@@ -90,6 +90,39 @@ def test_evidence_cap_clips_the_support_evidence_only() -> None:
         PriorSettings(evidence_cap=0.0)
 
 
+def test_evidence_floor_clips_only_the_evidence_against_a_weight() -> None:
+    """evidence_floor bounds the evidence from below only; with evidence_cap too, the tighter
+    of the two bounds the negative side."""
+    mean = torch.tensor([[0.0, 0.02, 0.5, 1.0]])
+    kw = dict(inactive_shape=100.0, spike_ratio=100.0, slab_scale=1.0)
+    free = prior(PriorSettings(**kw), shape=(1, 4))
+    floored = prior(PriorSettings(**kw, evidence_floor=2.0), shape=(1, 4))
+    both = prior(PriorSettings(**kw, evidence_floor=2.0, evidence_cap=3.0), shape=(1, 4))
+    for p in (free, floored, both):
+        p.module_a(mean, torch.full_like(mean, 1e-3))
+    raw = free.evidence()
+    assert raw.min() < -2.0 and raw.max() > 3.0
+    assert torch.equal(floored.support_evidence(), raw.clamp(min=-2.0))
+    assert torch.equal(both.support_evidence(), raw.clamp(-2.0, 3.0))
+    with pytest.raises(VarbayesError, match="evidence_floor"):
+        PriorSettings(evidence_floor=0.0)
+
+
+def test_neuron_on_sets_an_absolute_unit_density() -> None:
+    """With neuron_on a live unit's P(s = 1 | z = 1) no longer follows the layer's density
+    (the ratio model's floor at density 0 made "all off" absorbing under an evidence cap):
+    the same factor at every density, the dead unit's rate neuron_on / neuron_contrast."""
+    s = PriorSettings(neuron_on=0.95, neuron_contrast=1000.0)
+    for density in (0.0, 1e-3, 0.3):
+        f = s.neuron(density)
+        assert (f.on, f.off) == (0.95, 0.95 / 1000.0)
+    assert PriorSettings().neuron(0.0).on == 1e-4  # the ratio model's floor
+    with pytest.raises(VarbayesError, match="neuron_on"):
+        PriorSettings(neuron_on=1.0)
+    with pytest.raises(varbayes.VarbayesError, match="neuron_on"):
+        varbayes.run("turbo-vbi", "digits", neuron_on=0.0)
+
+
 def test_module_b_passes_the_extrinsic_message_through_the_grid() -> None:
     s = PriorSettings(row_p01=0.2, row_p11=0.8, col_p01=0.3, col_p11=0.7, bp_sweeps=7)
     p = prior(s)
@@ -341,6 +374,45 @@ def test_neuron_model_prunes_switched_off_units_as_a_whole() -> None:
     assert not masks[0][1].any() and not masks[1][:, 1].any()
     assert not masks[1][3].any() and not masks[2][:, 3].any()
     assert int(sum(m.sum() for m in masks)) == 24 - 4 + 30 - 5 - 6 + 1 + 15 - 3
+
+
+def test_units_keep_their_weights_at_pruning() -> None:
+    """unit_keeps_weights: pruning keeps every weight between live units whatever its own
+    q(s) (s = z), still removes the dead units' rows and columns, and gives the kept weights
+    the slab's precision prior (tau's closed form at support 1) for fine-tuning."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+    from varbayes.methods.bnn.turbo_prior import units_on
+
+    torch.manual_seed(0)
+    net = varbayes.nn.bayesianize(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5),
+                                                nn.ReLU(), nn.Linear(5, 3)), init_sigma=1e-3)
+    learner = tv.TurboLearner(net, "classification",
+                              tv.Config(slab_scale=1.0, unit_keeps_weights=True))
+    learner.refresh_prior()
+    for prior in learner.priors:
+        prior.post_logit.fill_(-10.0)  # every weight inactive on its own
+    z0 = torch.tensor([5.0, -5.0, 5.0, 5.0, 5.0, 5.0])
+    z1 = torch.tensor([5.0, 5.0, 5.0, -5.0, 5.0])
+    learner.priors[0].unit_logit.copy_(z0)
+    learner.priors[1].unit_logit.copy_(z1)
+    on = units_on(list(learner.priors))
+    assert torch.allclose(on[1], torch.sigmoid(z1)[:, None] * torch.sigmoid(z0)[None, :])
+    assert torch.allclose(on[0], torch.sigmoid(z0)[:, None].expand(6, 4))
+    assert torch.allclose(on[2], torch.sigmoid(z1)[None, :].expand(3, 5))
+    masks = learner.masks()
+    assert [int(m.sum()) for m in masks] == [5 * 4, 4 * 5, 3 * 4]
+    assert not masks[0][1].any() and not masks[1][3].any() and not masks[1][:, 1].any()
+    learner.prune()
+    for layer, prior, mask in zip(learner.layers, learner.priors, masks):
+        second = layer.weight_mu.double() ** 2 + layer.weight_sigma().double() ** 2
+        a = prior.a + 0.5
+        b = prior.b + 0.5 * second
+        assert torch.allclose(prior.tau_shape[mask].double(), torch.full_like(b[mask], a))
+        assert torch.allclose(prior.tau_rate[mask].double(), b[mask], rtol=1e-5)
+    plain = tv.TurboLearner(net, "classification", tv.Config(slab_scale=1.0))
+    for prior, other in zip(plain.priors, learner.priors):
+        prior.load_state_dict(other.state_dict())
+    assert sum(int(m.sum()) for m in plain.masks()) == 0
 
 
 def test_selection_rule_follows_the_claims() -> None:

@@ -60,6 +60,9 @@ class PriorSettings:
     neuron_contrast: float = 100.0
     neuron_iterations: int = 3
     evidence_cap: float | None = None
+    neuron_on: float | None = None
+    evidence_floor: float | None = None
+    unit_keeps_weights: bool = False
 
     def __post_init__(self) -> None:
         for name in ("active_shape", "inactive_shape", "slab_scale", "spike_ratio"):
@@ -74,6 +77,11 @@ class PriorSettings:
                                 f"{self.support_model!r}")
         if self.evidence_cap is not None and not self.evidence_cap > 0:
             raise VarbayesError(f"evidence_cap must be > 0 (or None); got {self.evidence_cap}")
+        if self.evidence_floor is not None and not self.evidence_floor > 0:
+            raise VarbayesError(f"evidence_floor must be > 0 (or None); got "
+                                f"{self.evidence_floor}")
+        if self.neuron_on is not None and not 0 < self.neuron_on < 1:
+            raise VarbayesError(f"neuron_on must be in (0, 1) (or None); got {self.neuron_on}")
         if not (self.neuron_ratio > 0 and self.neuron_contrast > 1):
             raise VarbayesError("neuron_ratio must be > 0 and neuron_contrast > 1")
         self.rows(), self.cols(), self.neuron(0.1)  # validates the probabilities
@@ -81,7 +89,12 @@ class PriorSettings:
     def neuron(self, density: float) -> NeuronFactor:
         """The unit factor for a hidden layer whose adjacent weights have mean q(s = 1) =
         `density`: a live unit's weights are active with probability neuron_ratio x density
-        (within [1e-4, 0.5]), a dead unit's neuron_contrast times less often."""
+        (within [1e-4, 0.5]), a dead unit's neuron_contrast times less often. With
+        `neuron_on` set, a live unit's rate is that absolute value whatever the density (the
+        "dense units" model: a live unit pulls its weights on instead of thinning them)."""
+        if self.neuron_on is not None:
+            return NeuronFactor(self.neuron_prior, self.neuron_on,
+                                self.neuron_on / self.neuron_contrast)
         on = min(0.5, max(1e-4, self.neuron_ratio * density))
         return NeuronFactor(self.neuron_prior, on, on / self.neuron_contrast)
 
@@ -113,6 +126,9 @@ class SupportPrior(nn.Module):
         self.register_buffer("tau_rate", torch.ones(shape))
         # log-odds that each output unit is on (neuron model; stays "on" otherwise)
         self.register_buffer("unit_logit", torch.full(shape[:1], 30.0))
+        # weights kept whatever q(s) (1) or not (0), set at pruning with `unit_keeps_weights`:
+        # their precision prior becomes the slab's for fine-tuning (None: unused)
+        self.kept: torch.Tensor | None = None
 
     @property
     def b(self) -> float:
@@ -147,6 +163,12 @@ class SupportPrior(nn.Module):
         """pi~ = q(s = 1)."""
         return torch.sigmoid(self.post_logit)
 
+    @property
+    def effective_support(self) -> torch.Tensor:
+        """The support the precision prior uses: pi~, or max(pi~, kept) once pruning has
+        marked weights kept whatever their own support (`unit_keeps_weights`)."""
+        return self.support if self.kept is None else torch.maximum(self.support, self.kept)
+
     @torch.no_grad()
     def module_a(self, mean: torch.Tensor, sigma: torch.Tensor, iterations: int = 1) -> None:
         """Closed-form VB updates of q(tau) (from q(w) and q(s)) then q(s) (from q(tau) and
@@ -161,7 +183,7 @@ class SupportPrior(nn.Module):
         """a~ = pi~ a + (1 - pi~) a_bar + 1/2, b~ = pi~ b + (1 - pi~) b_bar + E[w^2] / 2
         (textbook); the demo's variant adds 1 and E[w^2] without the halves."""
         half = 0.5 if self.settings.tau_update == "textbook" else 1.0
-        p = self.support.double()
+        p = self.effective_support.double()
         self.tau_shape.copy_(p * self.a + (1 - p) * self.a_bar + half)
         self.tau_rate.copy_(p * self.b + (1 - p) * self.b_bar + half * second_moment)
 
@@ -180,12 +202,17 @@ class SupportPrior(nn.Module):
 
     def support_evidence(self) -> torch.Tensor:
         """The evidence q(s) and Module B use: `evidence()`, clipped to +-`evidence_cap`
-        nats when that is set. Late in training (spike growth) the evidence reaches 10^2-10^4
-        nats while a chain message is bounded by a few, so without a cap the field can
-        never overrule a single weight (docs: "Blocks: stronger chain coupling")."""
+        nats when that is set, and from below at -`evidence_floor` when that is set. Late in
+        training (spike growth) the evidence reaches 10^2-10^4 nats while a chain message is
+        bounded by a few, so without a cap the field can never overrule a single weight
+        (docs: "Blocks: stronger chain coupling"). The floor bounds only the evidence
+        *against* a weight: a live unit can then pull its weak weights on, while strong
+        positive evidence still revives weights (and units) that the field had switched off,
+        so "all off" is not absorbing (docs: "Dense units")."""
         e = self.evidence()
-        cap = self.settings.evidence_cap
-        return e if cap is None else e.clamp(-cap, cap)
+        cap, floor = self.settings.evidence_cap, self.settings.evidence_floor
+        bounds = [x for x in (cap, floor) if x is not None]
+        return e.clamp(-min(bounds), cap) if bounds else e
 
     @torch.no_grad()
     def module_b(self) -> int:
@@ -221,3 +248,19 @@ def network_module_b(priors: list[SupportPrior], settings: PriorSettings) -> lis
     for p, z in zip(priors, out.units):
         p.unit_logit.copy_(z)
     return out.units
+
+
+def units_on(priors: list[SupportPrior]) -> list[torch.Tensor]:
+    """Per layer (weight-grid shaped): P(every hidden unit at the weight's ends is on) from
+    the units' log-odds, the rows' units for all but the last layer and the columns' units
+    (each owning `in / units` consecutive columns) for all but the first."""
+    out = []
+    for k, p in enumerate(priors):
+        keep = torch.ones_like(p.post_logit)
+        if k < len(priors) - 1:
+            keep = keep * torch.sigmoid(p.unit_logit.to(keep.dtype))[:, None]
+        if k > 0:
+            prev = torch.sigmoid(priors[k - 1].unit_logit.to(keep.dtype))
+            keep = keep * prev.repeat_interleave(keep.shape[1] // len(prev))[None, :]
+        out.append(keep)
+    return out

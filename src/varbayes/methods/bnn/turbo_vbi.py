@@ -38,7 +38,12 @@ from varbayes.methods.bnn.mfvi import (
     bayesian_model,
     posterior_mean_metrics,
 )
-from varbayes.methods.bnn.turbo_prior import PriorSettings, SupportPrior, network_module_b
+from varbayes.methods.bnn.turbo_prior import (
+    PriorSettings,
+    SupportPrior,
+    network_module_b,
+    units_on,
+)
 from varbayes.methods.supervised import dataset_network_spec, load_network, model_meta
 from varbayes.metrics import layer_macs, structure_report, train_flops
 from varbayes.metrics.cost import as_dense, count_parameters
@@ -131,6 +136,21 @@ class Config(TrainConfig):
                                          "+- this many nats, so the chains and units can "
                                          "overrule single weights (none: no clipping; "
                                          "experimental, see the docs' blocks study)", gt=0)
+    neuron_on: float | None = setting(None, help="absolute P(s = 1 | unit on), replacing "
+                                      "neuron_ratio x the mean q(s); P(s = 1 | unit off) = "
+                                      "this / neuron_contrast (none: the ratio model; "
+                                      "experimental, see the docs' dense-units study)",
+                                      gt=0, lt=1)
+    evidence_floor: float | None = setting(None, help="clip Module A's support evidence "
+                                           "from below at - this many nats only, so a live "
+                                           "unit can pull its weak weights on (none: no "
+                                           "clipping; experimental, see the docs' dense-units "
+                                           "study)", gt=0)
+    unit_keeps_weights: bool = setting(False, help="neuron model: at pruning every weight "
+                                       "between live hidden units is kept (s = z), with the "
+                                       "slab's precision prior for fine-tuning, so the "
+                                       "surviving units are dense; experimental, see the "
+                                       "docs' dense-units study")
     speed_repeats: int = setting(30, help="interleaved repeats of the prediction timing",
                                  ge=1)
 
@@ -225,6 +245,9 @@ class TurboLearner(VariationalLearner):
         """Which weights survive pruning (weight-shaped): q(s = 1) >= prune_threshold, and
         (neuron model) only between units (channels) whose q(z = 1) >= prune_threshold."""
         masks = [p.support >= self.cfg.prune_threshold for p in self.priors]
+        if self._units_keep():
+            masks = [m | (k >= self.cfg.prune_threshold)
+                     for m, k in zip(masks, units_on(list(self.priors)))]
         cut = math.log(self.cfg.prune_threshold / (1 - self.cfg.prune_threshold))
         for k, prior in enumerate(self.priors[:-1]):
             off = prior.unit_logit < cut
@@ -233,12 +256,25 @@ class TurboLearner(VariationalLearner):
             masks[k + 1][:, off.repeat_interleave(group)] = False
         return [m.reshape(layer.weight_mu.shape) for m, layer in zip(masks, self.layers)]
 
+    def _units_keep(self) -> bool:
+        """Whether pruning keeps every weight between live units (`unit_keeps_weights`)."""
+        return (self.cfg.unit_keeps_weights and self.cfg.support_model == "neuron"
+                and len(self.priors) > 1)
+
     def prune(self) -> None:
         """Remove the weights whose support posterior is below the threshold; fine-tuning
         then keeps the prior fixed."""
         masks = self.masks()
         for layer, mask in zip(self.layers, masks):
             layer.set_mask(mask)
+        if self._units_keep():  # the weights kept for their units lose the spike's pull
+            with torch.no_grad():
+                for layer, prior, mask in zip(self.layers, self.priors, masks):
+                    prior.kept = _grid(mask).to(prior.post_logit.dtype)
+                    mean, sigma = _grid(layer.weight_mu), _grid(layer.weight_sigma())
+                    prior.update_tau(mean.double() ** 2 + sigma.double() ** 2)
+                    layer.set_prior_precision(
+                        prior.expected_precision.float().reshape(layer.weight_mu.shape))
         self.turbo = False
         widths = structure_report(masks)["compact_widths"][1:-1]
         for k, width in enumerate(widths):
