@@ -410,9 +410,14 @@ def test_units_keep_their_weights_at_pruning() -> None:
         assert torch.allclose(prior.tau_shape[mask].double(), torch.full_like(b[mask], a))
         assert torch.allclose(prior.tau_rate[mask].double(), b[mask], rtol=1e-5)
     plain = tv.TurboLearner(net, "classification", tv.Config(slab_scale=1.0))
-    for prior, other in zip(plain.priors, learner.priors):
-        prior.load_state_dict(other.state_dict())
+    inputs = tv.TurboLearner(net, "classification", tv.Config(
+        slab_scale=1.0, unit_keeps_weights=True, unit_keeps_inputs=False))
+    for other in (plain, inputs):
+        for prior, source in zip(other.priors, learner.priors):
+            prior.load_state_dict(source.state_dict())
     assert sum(int(m.sum()) for m in plain.masks()) == 0
+    # the inputs' weights keep their own support (all inactive here), the others as above
+    assert [int(m.sum()) for m in inputs.masks()] == [0, 4 * 5, 3 * 4]
 
 
 def test_selection_rule_follows_the_claims() -> None:

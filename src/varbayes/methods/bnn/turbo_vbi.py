@@ -151,6 +151,10 @@ class Config(TrainConfig):
                                        "slab's precision prior for fine-tuning, so the "
                                        "surviving units are dense; experimental, see the "
                                        "docs' dense-units study")
+    unit_keeps_inputs: bool = setting(True, help="with unit_keeps_weights: keep the weights "
+                                      "from the network's inputs into live units too (false: "
+                                      "they keep their own support, so a unit still selects "
+                                      "its input features)")
     speed_repeats: int = setting(30, help="interleaved repeats of the prediction timing",
                                  ge=1)
 
@@ -246,8 +250,10 @@ class TurboLearner(VariationalLearner):
         (neuron model) only between units (channels) whose q(z = 1) >= prune_threshold."""
         masks = [p.support >= self.cfg.prune_threshold for p in self.priors]
         if self._units_keep():
-            masks = [m | (k >= self.cfg.prune_threshold)
-                     for m, k in zip(masks, units_on(list(self.priors)))]
+            kept = units_on(list(self.priors))
+            if not self.cfg.unit_keeps_inputs:
+                kept[0] = torch.zeros_like(kept[0])
+            masks = [m | (k >= self.cfg.prune_threshold) for m, k in zip(masks, kept)]
         cut = math.log(self.cfg.prune_threshold / (1 - self.cfg.prune_threshold))
         for k, prior in enumerate(self.priors[:-1]):
             off = prior.unit_logit < cut
