@@ -462,7 +462,10 @@ def test_selection_over_seeds_chooses_on_the_means() -> None:
         return {"val_accuracy": acc, "val_nll": 1.0 - acc, "compression": comp,
                 "neurons_removed": neurons}
 
-    grid = [{"slab_scale": 2.0, "spike_growth": 3.0}, {"slab_scale": 2.5, "spike_growth": 3.0}]
+    unit = {"neuron_ratio": 4.0, "neuron_contrast": 100.0, "unit_keeps_weights": False,
+            "unit_keeps_inputs": True}
+    grid = [{"slab_scale": 2.0, "spike_growth": 3.0, **unit},
+            {"slab_scale": 2.5, "spike_growth": 3.0, **unit}]
     dense = [score(0.61, 0), score(0.63, 0), score(0.62, 0)]  # mean 0.62
     scores = [[score(0.61, 290), score(0.58, 286), score(0.60, 288)],  # mean 0.5967
               [score(0.60, 250), score(0.62, 240), score(0.615, 245)]]  # mean 0.6117
@@ -480,6 +483,19 @@ def test_selection_over_seeds_chooses_on_the_means() -> None:
     # a single seed reduces to _choose on that seed
     one = choose_over_seeds(grid, dense[:1], [s[:1] for s in scores])
     assert one["chosen"] == {k: grid[0][k] for k in KNOBS}
+
+
+def test_grid_is_the_union_of_its_products() -> None:
+    """A dataset's GRID entry is one product of axes or a list of them; every point sets
+    every knob, and the folder names of the saved scores follow KNOBS."""
+    from varbayes.methods.bnn import turbo_vbi_repro as repro
+
+    for dataset, parts in repro.GRID.items():
+        parts = parts if isinstance(parts, list) else [parts]
+        points = repro._grid(dataset)
+        assert len(points) == sum(math.prod(len(p[k]) for k in repro.KNOBS) for p in parts)
+        assert all(set(p) == set(repro.KNOBS) for p in points)
+        assert len({tuple(p.values()) for p in points}) == len(points)
 
 
 def test_unit_ceiling_in_the_claims() -> None:
