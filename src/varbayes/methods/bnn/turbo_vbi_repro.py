@@ -65,12 +65,12 @@ GRID = {"mnist1d": [{"slab_scale": (2.0,), "spike_growth": (3.0, 10.0),
                      "neuron_ratio": (4.0, 5.0), **_UNITS},
                     {"slab_scale": (2.0,), "spike_growth": (3.0,), "neuron_ratio": (7.0,),
                      **_DENSE, "neuron_contrast": (20.0,), "unit_keeps_inputs": (True,)}],
-        "digits": [{"slab_scale": (2.0, 3.0), "spike_growth": (10.0,),
-                    "neuron_ratio": (4.0, 5.0), **_UNITS},
-                   {"slab_scale": (3.0,), "spike_growth": (10.0,), "neuron_ratio": (6.25, 6.5),
-                    **_DENSE, "unit_keeps_inputs": (True,)},
-                   {"slab_scale": (3.0,), "spike_growth": (10.0,), "neuron_ratio": (5.75,),
-                    **_DENSE, "unit_keeps_inputs": (False,)}]}
+        "digits": [{"slab_scale": (2.0,), "spike_growth": (10.0,), "neuron_ratio": (5.0,),
+                    **_UNITS},
+                   {"slab_scale": (3.0,), "spike_growth": (10.0,), "neuron_ratio": (4.0,),
+                    **_UNITS},
+                   {"slab_scale": (3.0,), "spike_growth": (10.0,), "neuron_ratio": (6.25,),
+                    **_DENSE, "unit_keeps_inputs": (True,)}]}
 KNOBS = ("slab_scale", "spike_growth", "neuron_ratio", "neuron_contrast", "unit_keeps_weights",
          "unit_keeps_inputs")  # the axes of every dataset's grid
 MIN_COMPRESSION = 10.0  # the selection's constraints (the claims' thresholds)
@@ -80,7 +80,7 @@ QUICK = {"digits": {"epochs": 20, "first_round": 4, "round_every": 4, "finetune_
 FULL = {  # longest first (the process pool takes jobs in order); slab/growth: SELECT_IN_RUN
     "mnist1d": {"epochs": 40, "first_round": 4, "round_every": 4, "finetune_epochs": 60,
                 "slab_scale": 2.0, "spike_growth": 3.0},
-    "digits": {"epochs": 40, "first_round": 5, "round_every": 5, "finetune_epochs": 50,
+    "digits": {"epochs": 40, "first_round": 5, "round_every": 5, "finetune_epochs": 100,
                "slab_scale": 3.0, "spike_growth": 10.0},
 }
 # Run the validation grid inside the full reproduction (otherwise FULL's fixed settings).
