@@ -56,8 +56,9 @@ from varbayes.train.denormals import flush_denormals
 # 2.7x, 2 -> 14x, 3 -> 22x); the pruning threshold hardly changes it (q(s) is nearly 0 or 1).
 # neuron_ratio sets how many hidden units live (4 or 5 with per-weight pruning inside them);
 # unit_keeps_weights keeps every weight between live units (ratio 6.25-7: fewer, dense units;
-# docs: "Dense units"). All points were compared on the same validation splits (docs) before
-# this grid was fixed; a list is the union of its products.
+# docs: "Dense units"; digits' 100 fine-tuning epochs in FULL let those regrow). All points
+# were compared on the same validation splits (docs) before this grid was fixed; a list is
+# the union of its products.
 _UNITS = {"neuron_contrast": (100.0,), "unit_keeps_weights": (False,),
           "unit_keeps_inputs": (True,)}
 _DENSE = {"neuron_contrast": (100.0,), "unit_keeps_weights": (True,)}
