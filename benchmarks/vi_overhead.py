@@ -124,7 +124,7 @@ def vae_table(batches: tuple[int, ...], repeats: int, pyro: object) -> str:
                     t["compiled"] / t["pyro"] if pyro is not None else math.nan,
                     1e3 * t["hand compiled"], t["compiled"] / t["hand compiled"]]
             # the same three without the Python-heavy eager varbayes and Pyro steps between
-            # them (those evict the compiled steps' code and guards from the CPU's caches)
+            # them (a compiled step right after one of those measures slower)
             alone = median_times({k: contenders[k] for k in ("hand", "compiled", "hand compiled")},
                                  repeats=repeats, warmup=10, clock=CLOCK)
             row += [alone["compiled"] / alone["hand"], alone["hand compiled"] / alone["hand"]]
