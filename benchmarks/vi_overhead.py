@@ -15,8 +15,10 @@ varbayes: `validate_args=False` in the programs), as in a tuned training loop. T
 programs (the library's VAE and the mixture below) build their distributions with
 `varbayes.infer.distributions`, torch's classes with cheaper constructors.
 Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
-[--compile] [--guards]` (`--breakdown`: only the batch-64 VAE step in stages, to see where its
-overhead goes; `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
+[--compile] [--guards] [--calls]` (`--breakdown`: only the batch-64 VAE step in stages, to see
+where its overhead goes; `--calls`: the Python function calls and bytecodes one batch-64 step
+executes, hand-written, the floor and varbayes: counts that a busy machine does not blur;
+`--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
 and the hand-written loss under `torch.compile` with the same settings, static shapes, timed
 after their first call, whose wall-clock compile time is reported in its own table; `--guards`:
 only the compiled batch-64 and batch-1024 VAE steps and the mixture's parallel-enumeration
@@ -61,6 +63,8 @@ def main() -> None:
                         help="also time the compiled path (Inductor; compiles take minutes)")
     parser.add_argument("--guards", action="store_true",
                         help="only the compiled steps' guard cost (Inductor, 400-600 repeats)")
+    parser.add_argument("--calls", action="store_true",
+                        help="only the Python calls and bytecodes of one batch-64 VAE step")
     args = parser.parse_args()
     global COMPILE
     COMPILE = args.compile
@@ -72,6 +76,9 @@ def main() -> None:
         CLOCK = time.process_time
     if args.breakdown:
         print(breakdown_table(64, 1500 if not args.quick else 100))
+        return
+    if args.calls:
+        print(calls_table(64))
         return
     if args.guards:
         for b in (64, 1024):
@@ -124,7 +131,7 @@ def vae_table(batches: tuple[int, ...], repeats: int, pyro: object) -> str:
                     t["compiled"] / t["pyro"] if pyro is not None else math.nan,
                     1e3 * t["hand compiled"], t["compiled"] / t["hand compiled"]]
             # the same three without the Python-heavy eager varbayes and Pyro steps between
-            # them (those evict the compiled steps' code and guards from the CPU's caches)
+            # them (a compiled step right after one of those measures slower)
             alone = median_times({k: contenders[k] for k in ("hand", "compiled", "hand compiled")},
                                  repeats=repeats, warmup=10, clock=CLOCK)
             row += [alone["compiled"] / alone["hand"], alone["hand compiled"] / alone["hand"]]
@@ -215,6 +222,37 @@ def breakdown_table(batch: int, repeats: int) -> str:
     rows = [[name, 1e3 * v, v / base] for name, v in t.items()]
     return (f"VAE step at batch {batch}, in stages (median of {repeats})\n\n"
             + markdown(["stage", "ms", "/ hand-written"], rows))
+
+
+def calls_table(batch: int) -> str:
+    """Python function calls and bytecodes executed by one warm VAE step (`sys.settrace`
+    with opcode events), for the hand-written step, the floor and varbayes: deterministic
+    counts of the interpreter work each adds (torch's C++ work is not counted)."""
+    torch.manual_seed(0)
+    vae = VAE()
+    x = (torch.rand(batch, 64) < 0.3).float()
+    steps = {"hand-written": lambda: _hand_step(vae, x),
+             "the programs, minimal sites (a floor)": lambda: _floor_step(vae, x),
+             "varbayes": lambda: _varbayes_step(vae, x)}
+    rows = []
+    for name, step in steps.items():
+        for _ in range(5):
+            step()
+        counts = [0, 0]  # calls, opcodes
+
+        def trace(frame: object, event: str, arg: object, counts: list[int] = counts) -> object:
+            frame.f_trace_opcodes = True
+            counts[event == "opcode"] += event in ("call", "opcode")
+            return trace
+
+        sys.settrace(trace)
+        try:
+            step()
+        finally:
+            sys.settrace(None)
+        rows.append([name, counts[0], counts[1]])
+    return (f"Interpreter work of one VAE step at batch {batch}\n\n"
+            + markdown(["step", "Python calls", "bytecodes"], rows))
 
 
 def _ops_step(vae: VAE, x: torch.Tensor) -> None:

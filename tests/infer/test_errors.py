@@ -123,3 +123,28 @@ def test_non_tensor_objective_value():
     with pytest.raises(VarbayesError) as e:
         infer.estimate(lambda: "a")
     assert "tensor" in one_line(e)
+
+
+@pytest.mark.parametrize("as_trace", [True, False])
+def test_density_errors_read_a_trace_as_its_values(as_trace):
+    """`density` reads a guide trace's values in place; its errors name the same sites as
+    with the values given as a dict (an observed guide site is no value for the model)."""
+    def guide_with_obs(x=None):
+        infer.sample("z", Normal(0.0, 1.0), obs=torch.tensor(0.1))
+        infer.sample("u", Normal(0.0, 1.0))
+
+    q = infer.simulate(guide_with_obs)
+    values = q if as_trace else q.values
+    with pytest.raises(VarbayesError) as e:
+        infer.density(model, values)
+    assert "site 'z' of the model has no value" in one_line(e)
+    assert "(guide sites: u)" in one_line(e)
+
+    def unused(x=None):
+        infer.sample("z", Normal(0.0, 1.0))
+        infer.sample("w", Normal(0.0, 1.0))
+
+    q = infer.simulate(unused)
+    with pytest.raises(VarbayesError) as e:
+        infer.density(model, q if as_trace else q.values)
+    assert "unknown site 'w'" in one_line(e)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import arange, inference_mode
+from torch import Tensor, arange, inference_mode
 from torch.compiler import is_compiling
 
 from varbayes.errors import VarbayesError
@@ -121,11 +121,11 @@ def estimate(
     try:
         explorer = _Explorer(run, strategies, plates, snapshot)
         try:
-            value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+            value, surrogate, baseline_loss = explorer.explore({}, False)
         except _NoSnapshot:  # a program's own site branched: run again, re-executable
             _note_branching_program()
             explorer = _Explorer(run, strategies, plates, True)
-            value, surrogate, baseline_loss = explorer.explore({}, value_only=False)
+            value, surrogate, baseline_loss = explorer.explore({}, False)
     finally:
         _SCOPES.pop()
     natural = plates + (samples > 1)
@@ -342,7 +342,7 @@ class _Explorer:
             self.seen |= execution.seen
         baseline_loss: torch.Tensor | None
         if branch is None:
-            value = _as_value(out)
+            value = out if type(out) is Tensor and out.is_floating_point() else _as_value(out)
             if not execution.owned and not execution.enum_count:  # no estimator terms
                 return (value, value, None) if not value_only else (value.detach(),) * 2 + (None,)
             surrogate, baseline_loss = value, None

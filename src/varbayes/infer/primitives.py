@@ -45,7 +45,11 @@ def simulate(guide: Callable[..., Any], *args: Any, **kwargs: Any) -> Trace:
     """Run `guide` and return the trace of its choices (a `Marginal` returns its estimate)."""
     if isinstance(guide, Marginal):
         return guide.simulate(*args, **kwargs)
-    return run_traced(guide, *args, **kwargs)
+    rec = recording()  # `run_traced`, written out: one call fewer on every step
+    with rec:
+        value = guide(*args, **kwargs)
+    rec.trace.value = value
+    return rec.trace
 
 
 def density(
@@ -57,18 +61,21 @@ def density(
     Every latent site of the model needs a value, and every value needs a site of the model:
     a guide choice the model does not have is an error (marginalise it with `marginal`).
     """
-    vals = values.values if isinstance(values, Trace) else dict(values)
-    rec = scoring(vals, strict=True)
+    trace = isinstance(values, Trace)
+    rec = scoring(values if trace else dict(values), strict=True)
     with rec:
         out = model(*args, **kwargs)
     rec.trace.value = out
-    if rec.used != len(vals):
-        sites = rec.trace.sites
-        unused = sorted(n for n in vals if n not in sites or sites[n].value is not vals[n])
-        raise VarbayesError(
-            f"unknown site {unused[0]!r}: the guide draws it but the model has no such latent "
-            f"site (model sites: {', '.join(rec.trace.sites) or 'none'}); marginalise "
-            "auxiliary choices with marginal(guide, aux=...)")
+    # used <= the latent sites <= all sites: the values are built only when some went unused
+    if rec.used != (len(values.sites) if trace else len(rec.values)):
+        vals = values.values if trace else rec.values
+        if rec.used != len(vals):
+            sites = rec.trace.sites
+            unused = sorted(n for n in vals if n not in sites or sites[n].value is not vals[n])
+            raise VarbayesError(
+                f"unknown site {unused[0]!r}: the guide draws it but the model has no such "
+                f"latent site (model sites: {', '.join(rec.trace.sites) or 'none'}); "
+                "marginalise auxiliary choices with marginal(guide, aux=...)")
     return rec.trace
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.distributions import Distribution
 
 from varbayes.errors import VarbayesError
@@ -131,14 +132,16 @@ def sample(
     if not isinstance(fn, Distribution):
         raise VarbayesError(
             f"site {name!r} needs a torch.distributions.Distribution; got {type(fn).__name__}")
-    site = Site(name, fn, strategy=strategy)
-    if obs is not None:
-        site.value = _check_observation(name, fn, obs)
-        site.observed = True
-    if not _HANDLERS:
-        if site.value is None:
-            return site.rsample() if fn.has_rsample else fn.sample()
-        return site.value
+    if obs is None:
+        if not _HANDLERS:  # no site to keep: draw as `Site.rsample` does
+            return densities.rsample(fn)[0] if fn.has_rsample else fn.sample()
+        site = Site(name, fn, None, False, strategy)  # positional: a cheaper call
+    else:
+        if type(obs) is not Tensor or obs.shape != fn.batch_shape + fn.event_shape:
+            obs = _check_observation(name, fn, obs)
+        if not _HANDLERS:
+            return obs
+        site = Site(name, fn, obs, True, strategy)
     for process in _PROCESS:  # innermost first
         process(site)
     if site.value is None:
@@ -303,10 +306,11 @@ class recording(Handler):
         self.trace = Trace({})
 
     def postprocess(self, site: Site) -> None:
-        if site.name in self.trace.sites:
-            raise VarbayesError(f"site name {site.name!r} is used twice in one program run; "
+        sites, name = self.trace.sites, site.name
+        if name in sites:
+            raise VarbayesError(f"site name {name!r} is used twice in one program run; "
                                 "give each random choice its own name")
-        self.trace.sites[site.name] = site
+        sites[name] = site
 
 
 class replaying(Handler):
@@ -332,24 +336,31 @@ class replaying(Handler):
 class scoring(recording):
     """`replaying` and `recording` in one handler (what `density` runs a model under): fix
     unobserved sites to `values` (every one must have a value when `strict`) and collect the
-    run's trace; `used` counts the values used."""
+    run's trace; `used` counts the values used. `values` is a mapping of names to values or
+    a `Trace`, whose unobserved sites' values are read in place (no dict built per run)."""
 
-    def __init__(self, values: Mapping[str, torch.Tensor], strict: bool = False) -> None:
+    def __init__(self, values: Mapping[str, torch.Tensor] | Trace, strict: bool = False) -> None:
         self.trace = Trace({})
         self.values, self.strict = values, strict
+        self.sites = values.sites if isinstance(values, Trace) else None
         self.used = 0
 
     def process(self, site: Site) -> None:
         if site.observed or site.value is not None:
             return
-        value = self.values.get(site.name)
+        if self.sites is not None:
+            given = self.sites.get(site.name)
+            value = None if given is None or given.observed else given.value
+        else:
+            value = self.values.get(site.name)
         if value is not None:
             site.value = value
             self.used += 1
         elif self.strict:
+            names = self.values.values if self.sites is not None else self.values
             raise VarbayesError(
                 f"site {site.name!r} of the model has no value to score: the guide must sample "
-                f"it too (guide sites: {', '.join(self.values) or 'none'})")
+                f"it too (guide sites: {', '.join(names) or 'none'})")
 
 
 class particles(Handler):
