@@ -30,12 +30,18 @@ from torch.compiler import is_compiling
 
 from varbayes.errors import VarbayesError
 from varbayes.infer.densities import _CATEGORICAL
+from varbayes.infer.primitives import Marginal, check_used, log_weight
 from varbayes.infer.sites import (
+    _HANDLERS,
     _SCOPES,
     MAX_PARTICLE_DIMS,
     Handler,
     Site,
+    Trace,
+    _check_batch_dims,
+    duplicate_site,
     enum_dim,
+    missing_value,
     particles,
     push_scope,
 )
@@ -119,13 +125,15 @@ def estimate(
 
     push_scope(plates, data_size)
     try:
-        explorer = _Explorer(run, strategies, plates, snapshot)
-        try:
-            value, surrogate, baseline_loss = explorer.explore({}, False)
-        except _NoSnapshot:  # a program's own site branched: run again, re-executable
-            _note_branching_program()
-            explorer = _Explorer(run, strategies, plates, True)
-            value, surrogate, baseline_loss = explorer.explore({}, False)
+        result = None
+        if (not is_compiling() and not strategies and samples == 1 and not snapshot
+                and not _HANDLERS and len(args) >= 2):
+            options = getattr(program, "plain_elbo", None)  # set by `infer.elbo()`
+            if options is not None and not isinstance(args[1], Marginal):
+                result = _plain_elbo(options, run, args, kwargs, plates)
+        if result is None:
+            result = _explore(run, strategies, plates, snapshot)
+        explorer, value, surrogate, baseline_loss = result
     finally:
         _SCOPES.pop()
     natural = plates + (samples > 1)
@@ -134,7 +142,8 @@ def estimate(
         value = _strip(value, natural)
         surrogate = value if same else _strip(surrogate, natural)
     same = surrogate is value
-    if explorer.branched:  # branches replayed the same random numbers: move to a fresh stream
+    if explorer is not None and explorer.branched:
+        # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
     unknown = sorted(set(strategies) - explorer.seen) if strategies else ()
     if unknown:
@@ -142,6 +151,110 @@ def estimate(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
             f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
     return Estimate(value, surrogate, baseline_loss, same)
+
+
+def _explore(run: Callable[[], Any], strategies: Mapping[str, Strategy], plates: int,
+             snapshot: bool) -> tuple[_Explorer, Tensor, Tensor, Tensor | None]:
+    """The general path: the explorer and its (value, surrogate, baseline loss)."""
+    explorer = _Explorer(run, strategies, plates, snapshot)
+    try:
+        return (explorer, *explorer.explore({}, False))
+    except _NoSnapshot:  # a program's own site branched: run again, re-executable
+        _note_branching_program()
+        explorer = _Explorer(run, strategies, plates, True)
+        return (explorer, *explorer.explore({}, False))
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast path of the plain ELBO
+
+
+def _plain_elbo(options: tuple[float, float, bool], run: Callable[[], Any], args: tuple,
+                kwargs: dict, plates: int
+                ) -> tuple[_Explorer | None, Tensor, Tensor, Tensor | None]:
+    """`infer.elbo()` with no strategy overrides, one particle and no user handler: the
+    guide's sites go through the same `_Run` as on the general path (so the same draws,
+    strategies and errors), and one `_PlainElbo` handler records them, replays the model's
+    sites and records those, in place of the objective's `simulate` / `density` and their
+    `recording` / `scoring` handlers; `log_weight` and the explorer's combination of the
+    estimator terms are the general path's own. A site that branches (sequential
+    enumeration, MVD) starts over on the general path, as a run without a snapshot does."""
+    model, guide, rest = args[0], args[1], args[2:]
+    handler = _PlainElbo()
+    try:
+        with handler:
+            q_value = guide(*rest, **kwargs)
+            q = handler.q
+            q.value = q_value
+            handler.guide_sites, handler.sites = q.sites, handler.p.sites
+            p_value = model(*rest, **kwargs)
+    except _Branch:
+        _note_branching_program()
+        return _explore(run, {}, plates, True)
+    p = handler.p
+    p.value = p_value
+    if handler.used != len(q.sites):
+        check_used(handler.used, q, p)
+    kl_weight, warmup, analytic_kl = options
+    value = log_weight(p, q, kl_weight=kl_weight, warmup=warmup, analytic_kl=analytic_kl)
+    execution = handler.execution
+    if execution is None or (not execution.owned and not execution.enum_count):
+        return None, value, value, None  # no estimator terms
+    explorer = _Explorer(run, {}, plates, False)
+    return (explorer, *explorer.combine(execution, value, None, {}, False))
+
+
+class _PlainElbo(Handler):
+    """The one handler of `_plain_elbo`: while the guide runs (`guide_sites` None), each
+    site is drawn as the `_Run` of the general path draws it and recorded in `q`; while the
+    model runs, each latent site takes the guide's value and every site is recorded in `p`.
+    The `_Run` (`execution`) is made at the first guide site that is not a default
+    reparameterised draw, which is drawn by it (the default one `_Run.process` draws inline,
+    drawn here the same way without it)."""
+
+    def __init__(self) -> None:
+        self.execution: _Run | None = None
+        self.q, self.p = Trace({}), Trace({})
+        self.sites = self.q.sites  # where the sites of the program running now go
+        self.guide_sites: dict[str, Site] | None = None
+        self.used = 0
+
+    def process(self, site: Site) -> None:
+        guide_sites = self.guide_sites
+        if guide_sites is None:
+            if (site.strategy is None and not site.observed and site.fn.has_rsample
+                    and self.execution is None):
+                site.drawn = True  # `_Run.process`'s default, without decisions or overrides
+                site.rsample()
+            else:
+                if self.execution is None:
+                    self.execution = _Run({}, {}, False)
+                self.execution.process(site)
+        elif not site.observed:
+            given = guide_sites.get(site.name)
+            value = None if given is None or given.observed else given.value
+            if value is None:
+                raise missing_value(site.name, self.q.values)
+            site.value = value
+            self.used += 1
+            if self.execution is not None and self.execution.enumerated:
+                self.execution.process(site)
+        sites = self.sites
+        if site.name in sites:
+            _duplicate(site)
+        sites[site.name] = site
+
+
+def _duplicate(site: Site) -> None:
+    """Raise what the general path raises for a site name used twice: the batch-dim check
+    that `sample` runs before its recording handler, then the duplicate error."""
+    if site.value is None:  # drawn by `sample` after the handlers on the general path
+        return
+    if _SCOPES:
+        s = _SCOPES[-1]
+        if len(site.fn.batch_shape) > s.plates + s.particle_dims:
+            _check_batch_dims(site, s)
+    raise duplicate_site(site.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,11 +453,20 @@ class _Explorer:
             self.branched = True
         if self.strategies:
             self.seen |= execution.seen
-        baseline_loss: torch.Tensor | None
+        value = None
         if branch is None:
             value = out if type(out) is Tensor and out.is_floating_point() else _as_value(out)
             if not execution.owned and not execution.enum_count:  # no estimator terms
                 return (value, value, None) if not value_only else (value.detach(),) * 2 + (None,)
+        return self.combine(execution, value, branch, decisions, value_only)
+
+    def combine(self, execution: _Run, value: Any, branch: _Branch | None,
+                decisions: dict[int, _Decision], value_only: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(value, surrogate, baseline loss) of a run with estimator terms: the program's
+        value (a float tensor) when it ran to the end, else the branches at `branch`."""
+        baseline_loss: torch.Tensor | None
+        if branch is None:
             surrogate, baseline_loss = value, None
         elif isinstance(branch.strategy, Enum):
             value, surrogate, baseline_loss = self._enumerate(decisions, branch)

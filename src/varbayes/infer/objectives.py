@@ -50,6 +50,8 @@ def elbo(*, kl_weight: float = 1.0, warmup: float = 1.0, analytic_kl: bool = Fal
         return log_weight(p, q, kl_weight=kl_weight, warmup=warmup, analytic_kl=analytic_kl)
 
     objective.__name__ = "elbo"
+    # its options: `estimate` runs this objective through its fast path (`_plain_elbo`)
+    objective.plain_elbo = (kl_weight, warmup, analytic_kl)  # type: ignore[attr-defined]
     return objective
 
 

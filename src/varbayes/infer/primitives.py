@@ -68,15 +68,21 @@ def density(
     rec.trace.value = out
     # used <= the latent sites <= all sites: the values are built only when some went unused
     if rec.used != (len(values.sites) if trace else len(rec.values)):
-        vals = values.values if trace else rec.values
-        if rec.used != len(vals):
-            sites = rec.trace.sites
-            unused = sorted(n for n in vals if n not in sites or sites[n].value is not vals[n])
-            raise VarbayesError(
-                f"unknown site {unused[0]!r}: the guide draws it but the model has no such "
-                f"latent site (model sites: {', '.join(rec.trace.sites) or 'none'}); "
-                "marginalise auxiliary choices with marginal(guide, aux=...)")
+        check_used(rec.used, values if trace else rec.values, rec.trace)
     return rec.trace
+
+
+def check_used(used: int, values: Trace | Mapping[str, torch.Tensor], p: Trace) -> None:
+    """Raise when `used` (how many of the guide's latent `values` the model's run `p`
+    replayed) is not all of them: a guide choice the model does not have."""
+    vals = values.values if isinstance(values, Trace) else values
+    if used != len(vals):
+        sites = p.sites
+        unused = sorted(n for n in vals if n not in sites or sites[n].value is not vals[n])
+        raise VarbayesError(
+            f"unknown site {unused[0]!r}: the guide draws it but the model has no such "
+            f"latent site (model sites: {', '.join(p.sites) or 'none'}); "
+            "marginalise auxiliary choices with marginal(guide, aux=...)")
 
 
 def log_weight(

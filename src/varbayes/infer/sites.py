@@ -308,9 +308,22 @@ class recording(Handler):
     def postprocess(self, site: Site) -> None:
         sites, name = self.trace.sites, site.name
         if name in sites:
-            raise VarbayesError(f"site name {name!r} is used twice in one program run; "
-                                "give each random choice its own name")
+            raise duplicate_site(name)
         sites[name] = site
+
+
+def duplicate_site(name: str) -> VarbayesError:
+    """The error for a site name used twice in one run of a program."""
+    return VarbayesError(f"site name {name!r} is used twice in one program run; "
+                         "give each random choice its own name")
+
+
+def missing_value(name: str, names: Any) -> VarbayesError:
+    """The error for a model's latent site that the guide did not draw (`names`: the guide's
+    latent site names)."""
+    return VarbayesError(
+        f"site {name!r} of the model has no value to score: the guide must sample "
+        f"it too (guide sites: {', '.join(names) or 'none'})")
 
 
 class replaying(Handler):
@@ -328,9 +341,7 @@ class replaying(Handler):
             site.value = self.values[site.name]
             self.used.add(site.name)
         elif self.strict:
-            raise VarbayesError(
-                f"site {site.name!r} of the model has no value to score: the guide must sample "
-                f"it too (guide sites: {', '.join(self.values) or 'none'})")
+            raise missing_value(site.name, self.values)
 
 
 class scoring(recording):
@@ -357,10 +368,8 @@ class scoring(recording):
             site.value = value
             self.used += 1
         elif self.strict:
-            names = self.values.values if self.sites is not None else self.values
-            raise VarbayesError(
-                f"site {site.name!r} of the model has no value to score: the guide must sample "
-                f"it too (guide sites: {', '.join(names) or 'none'})")
+            raise missing_value(site.name,
+                                self.values.values if self.sites is not None else self.values)
 
 
 class particles(Handler):
