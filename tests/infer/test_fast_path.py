@@ -83,7 +83,7 @@ def _run(objective, model, guide, args, params, general: bool, seed: int = 3, **
         est = infer.estimate(objective, model, guide, *args, **kw)
     loss = est.loss()
     loss.backward()
-    grads = [p.grad.clone() if p.grad is not None else None for p in params]
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
     return loss.detach(), est.value, grads, torch.rand(4)
 
 
@@ -146,6 +146,29 @@ def test_reinforce_and_parallel_enum_sites_match(spy: list[int]) -> None:
     _same(infer.elbo(), model, guide_reinforce, (x,), params, plates=1)
     _same(infer.elbo(), model, guide_enum, (x,), params, plates=1)
     assert len(spy) == 2
+
+
+def test_handlers_inside_the_programs_match(spy: list[int]) -> None:
+    """Handlers a program enters itself (after the path was chosen) act as on the general
+    path: a `detached` guide site carries no gradient, a model site that `condition`
+    observes keeps its value."""
+    torch.manual_seed(6)
+    loc = torch.full((4, 2), 0.7, requires_grad=True)
+
+    def model(x):
+        infer.sample("z", td.Independent(td.Normal(torch.zeros(4, 2), 1.0), 1))
+        w = infer.condition(lambda: infer.sample("w", td.Normal(torch.zeros(4), 1.0)),
+                            {"w": torch.ones(4)})
+        w()  # observed by a handler the model enters
+        infer.sample("x", td.Independent(td.Normal(torch.zeros(4, 2), 1.0), 1), obs=x)
+
+    def guide(x):
+        with infer.detached():
+            infer.sample("z", td.Independent(td.Normal(loc, 1.0), 1))
+
+    x = torch.randn(4, 2)
+    _same(infer.elbo(), model, guide, (x,), [loc], plates=1)
+    assert len(spy) == 1
 
 
 def test_branching_site_falls_back(spy: list[int]) -> None:

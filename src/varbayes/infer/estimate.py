@@ -222,21 +222,22 @@ class _PlainElbo(Handler):
     def process(self, site: Site) -> None:
         guide_sites = self.guide_sites
         if guide_sites is None:
-            if (site.strategy is None and not site.observed and site.fn.has_rsample
-                    and self.execution is None):
+            if (site.value is None and site.strategy is None and not site.detach
+                    and site.fn.has_rsample and self.execution is None):
                 site.drawn = True  # `_Run.process`'s default, without decisions or overrides
                 site.rsample()
             else:
                 if self.execution is None:
                     self.execution = _Run({}, {}, False)
                 self.execution.process(site)
-        elif not site.observed:
-            given = guide_sites.get(site.name)
-            value = None if given is None or given.observed else given.value
-            if value is None:
-                raise missing_value(site.name, self.q.values)
-            site.value = value
-            self.used += 1
+        else:
+            if site.value is None:  # not observed, nor set by a handler inside the model
+                given = guide_sites.get(site.name)
+                value = None if given is None or given.observed else given.value
+                if value is None:
+                    raise missing_value(site.name, self.q.values)
+                site.value = value
+                self.used += 1
             if self.execution is not None and self.execution.enumerated:
                 self.execution.process(site)
         sites = self.sites
