@@ -45,11 +45,7 @@ def simulate(guide: Callable[..., Any], *args: Any, **kwargs: Any) -> Trace:
     """Run `guide` and return the trace of its choices (a `Marginal` returns its estimate)."""
     if isinstance(guide, Marginal):
         return guide.simulate(*args, **kwargs)
-    rec = recording()  # `run_traced`, written out: one call fewer on every step
-    with rec:
-        value = guide(*args, **kwargs)
-    rec.trace.value = value
-    return rec.trace
+    return run_traced(guide, *args, **kwargs)
 
 
 def density(
