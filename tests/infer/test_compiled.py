@@ -310,7 +310,9 @@ def test_library_guards_keep_every_guard_but_the_librarys_fixed_objects() -> Non
     assert sum(e.guard_type == "TENSOR_MATCH" for e in kept) == sum(
         e.guard_type == "TENSOR_MATCH" for e in seen) == 9  # 8 parameters and x
     for state in ("_HANDLERS", "_PROCESS", "_POSTPROCESS", "_SCOPES"):  # the handler stack
-        assert ("SEQUENCE_LENGTH", f"G['__import_varbayes_dot_infer_dot_sites'].{state}") in names
+        # `_HANDLERS` is first read by `estimate` (its own name for the same list)
+        assert any(("SEQUENCE_LENGTH", f"G['__import_varbayes_dot_infer_dot_{module}'].{state}")
+                   in names for module in ("sites", "estimate")), state
     assert any(n.endswith("._BRANCHING_PROGRAMS") for _, n in names)  # mutable library state
     # torch's functions that the program reaches through torch's modules stay guarded (the
     # library's own calls go through names it bound itself, so those guards are the library's)

@@ -249,3 +249,43 @@ def test_cached_enumerated_support_is_torchs_and_survives_inference_mode() -> No
     assert v.shape == (3, 1, 4, 5) and torch.equal(v[:, 0], ref)
     with pytest.raises(RuntimeError):
         v.add_(1)
+
+
+def test_normal_from_log_scale_scores_with_its_log_scale() -> None:
+    """`Normal.from_log_scale(loc, s)` is `Normal(loc, s.exp())`: the same draws, and the fused
+    log-density (at a draw with its noise, and at a given value) matches torch's in value and
+    gradient, without a log of the scale in the graph; an expanded copy forgets log_scale."""
+    from varbayes.infer import densities
+
+    loc, log_scale = _params(4, 3)
+    ours = lean.Independent(lean.Normal.from_log_scale(loc, log_scale, validate_args=False), 1)
+    ref = td.Independent(td.Normal(loc, log_scale.exp()), 1)
+    torch.manual_seed(0)
+    z, eps = densities.rsample(ours)
+    torch.manual_seed(0)
+    z_ref = ref.rsample()
+    torch.testing.assert_close(z, z_ref)
+    v = torch.randn(4, 3)
+    for lp, expected in ((densities.log_prob(ours, z, eps), ref.log_prob(z_ref)),
+                         (densities.log_prob(ours, v), ref.log_prob(v))):
+        torch.testing.assert_close(lp, expected)
+        g1 = torch.autograd.grad(lp.sum(), [loc, log_scale], retain_graph=True, allow_unused=True)
+        g2 = torch.autograd.grad(expected.sum(), [loc, log_scale], retain_graph=True)
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(torch.zeros_like(b) if a is None else a, b)
+
+    def names(t: torch.Tensor) -> set[str]:
+        seen, todo = set(), [t.grad_fn]
+        while todo:
+            n = todo.pop()
+            if n is not None and type(n).__name__ not in seen:
+                seen.add(type(n).__name__)
+                todo.extend(f for f, _ in n.next_functions)
+        return seen
+
+    assert "LogBackward0" not in names(densities.log_prob(ours, z, eps))
+    plain = lean.Independent(lean.Normal(loc, log_scale.exp(), validate_args=False), 1)
+    assert "LogBackward0" in names(densities.log_prob(plain, z, eps))
+    wide = ours.base_dist.expand((2, 4, 3))
+    assert wide._log_scale is None and ours.base_dist._log_scale is log_scale
+    torch.testing.assert_close(wide.log_prob(v), ref.base_dist.expand((2, 4, 3)).log_prob(v))

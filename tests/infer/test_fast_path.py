@@ -110,6 +110,20 @@ def test_vae_fast_path_matches_general(spy: list[int]) -> None:
     assert len(spy) == 2
 
 
+def test_library_vae_matches_general(spy: list[int]) -> None:
+    """The digits VAE of `varbayes.methods.vi` (a guide Normal built from its log scale, a
+    prior object reused across steps), over three steps: the benchmark's step."""
+    from varbayes.methods.vi.vae import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(6, 5, 2)
+    x = (torch.rand(4, 6) < 0.4).float()
+    for seed in range(3):
+        _same(infer.elbo(), vae.model, vae.guide, (x,), list(vae.parameters()), plates=1,
+              seed=seed)
+    assert len(spy) == 3
+
+
 def test_plates_and_minibatch_scaling_match(spy: list[int]) -> None:
     torch.manual_seed(1)
     w_loc = torch.zeros(3, requires_grad=True)

@@ -81,12 +81,17 @@ def log_prob(fn: Distribution, value: torch.Tensor,
         elif eps is not None and not eps.requires_grad:
             # the noise of our own draw: -(eps^2/2 + log sqrt(2 pi)) needs no gradient, so
             # the graph holds only log scale and one subtraction
-            lp = eps.square().mul_(-0.5).sub_(_LOG_SQRT_2PI).sub(base.scale.log())
+            log_scale = getattr(base, "_log_scale", None)  # `lean.Normal.from_log_scale`
+            lp = eps.square().mul_(-0.5).sub_(_LOG_SQRT_2PI).sub(
+                base.scale.log() if log_scale is None else log_scale)
         else:
             if eps is None:
                 eps = (value - base.loc) / base.scale
             # -(log scale + log sqrt(2 pi) + eps^2 / 2); in place where autograd allows it
-            lp = addcmul(base.scale.log().add_(_LOG_SQRT_2PI), eps, eps, value=0.5)
+            log_scale = getattr(base, "_log_scale", None)
+            norm = (base.scale.log().add_(_LOG_SQRT_2PI) if log_scale is None
+                    else log_scale + _LOG_SQRT_2PI)
+            lp = addcmul(norm, eps, eps, value=0.5)
             negate = True
     elif kind in _BERNOULLI and not base._validate_args:
         logits = base.logits

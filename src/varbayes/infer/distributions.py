@@ -42,7 +42,21 @@ class _KeepsClass:
 
 class Normal(_KeepsClass, _Normal):
     """`torch.distributions.Normal`, built without broadcasting when loc and scale are
-    tensors of one shape and validation is off."""
+    tensors of one shape and validation is off. `Normal.from_log_scale(loc, log_scale)` is
+    `Normal(loc, log_scale.exp())` that also keeps log_scale, which the log-density then uses
+    in place of `scale.log()` (one operation and one autograd node fewer, and log(exp(s))
+    is not recomputed)."""
+
+    _log_scale: Tensor | None = None  # set by `from_log_scale` (an expanded copy has none)
+
+    @classmethod
+    def from_log_scale(cls, loc: Tensor, log_scale: Tensor,
+                       validate_args: bool | None = None) -> Normal:
+        """Normal(loc, log_scale.exp()) that remembers log_scale (a tensor of loc's shape)."""
+        d = cls(loc, log_scale.exp(), validate_args)
+        if type(log_scale) is Tensor and log_scale.shape == d.scale.shape:
+            d._log_scale = log_scale
+        return d
 
     def __init__(self, loc: Tensor | float, scale: Tensor | float,
                  validate_args: bool | None = None) -> None:

@@ -100,6 +100,13 @@ def estimate(
     minibatch stands for (None: the minibatch is all of it). samples: independent copies
     (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
     """
+    if (not strategies and samples == 1 and type(samples) is int and not _BRANCHING_PROGRAMS
+            and not _HANDLERS and len(args) >= 2):
+        options = getattr(program, "plain_elbo", None)  # set by `infer.elbo()`
+        if options is not None and not is_compiling() and not isinstance(args[1], Marginal):
+            fast = _plain_elbo(options, args, kwargs, plates, data_size)
+            if fast is not None:
+                return fast
     snapshot = _BRANCHING_PROGRAMS  # whether this run may need re-execution (see _NoSnapshot)
     if strategies:
         # a copy; dict(m) of a dict traces through TorchDynamo's polyfills, which a compiled
@@ -125,24 +132,14 @@ def estimate(
 
     push_scope(plates, data_size)
     try:
-        result = None
-        if (not is_compiling() and not strategies and samples == 1 and not snapshot
-                and not _HANDLERS and len(args) >= 2):
-            options = getattr(program, "plain_elbo", None)  # set by `infer.elbo()`
-            if options is not None and not isinstance(args[1], Marginal):
-                result = _plain_elbo(options, run, args, kwargs, plates)
-        if result is None:
-            result = _explore(run, strategies, plates, snapshot)
-        explorer, value, surrogate, baseline_loss = result
+        explorer, value, surrogate, baseline_loss = _explore(run, strategies, plates, snapshot)
     finally:
         _SCOPES.pop()
     natural = plates + (samples > 1)
     if value.dim() > natural or surrogate.dim() > natural:
-        same = surrogate is value
-        value = _strip(value, natural)
-        surrogate = value if same else _strip(surrogate, natural)
+        value, surrogate = _strip_both(value, surrogate, natural)
     same = surrogate is value
-    if explorer is not None and explorer.branched:
+    if explorer.branched:
         # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
     unknown = sorted(set(strategies) - explorer.seen) if strategies else ()
@@ -151,6 +148,14 @@ def estimate(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
             f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
     return Estimate(value, surrogate, baseline_loss, same)
+
+
+def _strip_both(value: Tensor, surrogate: Tensor, natural: int) -> tuple[Tensor, Tensor]:
+    """Value and surrogate without the leading size-1 dims that enumeration padding added
+    beyond the `natural` dims (the surrogate stays the value's object when it was)."""
+    same = surrogate is value
+    value = _strip(value, natural)
+    return value, value if same else _strip(surrogate, natural)
 
 
 def _explore(run: Callable[[], Any], strategies: Mapping[str, Strategy], plates: int,
@@ -169,39 +174,47 @@ def _explore(run: Callable[[], Any], strategies: Mapping[str, Strategy], plates:
 # the fast path of the plain ELBO
 
 
-def _plain_elbo(options: tuple[float, float, bool], run: Callable[[], Any], args: tuple,
-                kwargs: dict, plates: int
-                ) -> tuple[_Explorer | None, Tensor, Tensor, Tensor | None]:
+def _plain_elbo(options: tuple[float, float, bool], args: tuple, kwargs: dict, plates: int,
+                data_size: int | None) -> Estimate | None:
     """`infer.elbo()` with no strategy overrides, one particle and no user handler: the
     guide's sites go through the same `_Run` as on the general path (so the same draws,
     strategies and errors), and one `_PlainElbo` handler records them, replays the model's
     sites and records those, in place of the objective's `simulate` / `density` and their
     `recording` / `scoring` handlers; `log_weight` and the explorer's combination of the
     estimator terms are the general path's own. A site that branches (sequential
-    enumeration, MVD) starts over on the general path, as a run without a snapshot does."""
+    enumeration, MVD) stops the run and returns None: `estimate` then starts over on the
+    general path, with a snapshot, as the general path does when it kept none."""
     model, guide, rest = args[0], args[1], args[2:]
     handler = _PlainElbo()
+    push_scope(plates, data_size)
     try:
-        with handler:
-            q_value = guide(*rest, **kwargs)
-            q = handler.q
-            q.value = q_value
-            handler.guide_sites, handler.sites = q.sites, handler.p.sites
-            p_value = model(*rest, **kwargs)
-    except _Branch:
-        _note_branching_program()
-        return _explore(run, {}, plates, True)
-    p = handler.p
-    p.value = p_value
-    if handler.used != len(q.sites):
-        check_used(handler.used, q, p)
-    kl_weight, warmup, analytic_kl = options
-    value = log_weight(p, q, kl_weight=kl_weight, warmup=warmup, analytic_kl=analytic_kl)
-    execution = handler.execution
-    if execution is None or (not execution.owned and not execution.enum_count):
-        return None, value, value, None  # no estimator terms
-    explorer = _Explorer(run, {}, plates, False)
-    return (explorer, *explorer.combine(execution, value, None, {}, False))
+        try:
+            with handler:
+                q_value = guide(*rest, **kwargs)
+                q = handler.q
+                q.value = q_value
+                handler.guide_sites, handler.sites = q.sites, handler.p.sites
+                p_value = model(*rest, **kwargs)
+        except _Branch:
+            _note_branching_program()
+            return None
+        p = handler.p
+        p.value = p_value
+        if handler.used != len(q.sites):
+            check_used(handler.used, q, p)
+        kl_weight, warmup, analytic_kl = options
+        value = log_weight(p, q, kl_weight=kl_weight, warmup=warmup, analytic_kl=analytic_kl)
+        execution = handler.execution
+        if execution is None or (not execution.owned and not execution.enum_count):
+            surrogate, baseline_loss = value, None  # no estimator terms
+        else:  # no branch here: the explorer never re-runs the program
+            value, surrogate, baseline_loss = _Explorer(None, {}, plates, False).combine(
+                execution, value, None, {}, False)
+    finally:
+        _SCOPES.pop()
+    if value.dim() > plates or surrogate.dim() > plates:
+        value, surrogate = _strip_both(value, surrogate, plates)
+    return Estimate(value, surrogate, baseline_loss, surrogate is value)
 
 
 class _PlainElbo(Handler):

@@ -104,10 +104,14 @@ def log_weight(
     if density is not None:
         local_kl, global_kl = _split([density], plates)
     q_sites = q.sites
+    # global: no plate dims, or plate dims all of size 1 (whose last is 1: tested first, so
+    # that a term with a plate of several examples costs one index and no slice)
     for site in p.sites.values():  # one pass, in the model's order
         if site.observed:
             t = site.log_prob
-            if plates and (t.dim() < plates or t.shape[-plates:].numel() == 1):
+            shape = t.shape
+            if plates and (len(shape) < plates
+                           or shape[-1] == 1 and shape[-plates:].numel() == 1):
                 global_ll = t if global_ll is None else global_ll + t
             else:
                 local_ll = t if local_ll is None else local_ll + t
@@ -119,13 +123,15 @@ def log_weight(
             if q_site is None:
                 raise VarbayesError(f"site {site.name!r} of the model is not in the guide trace")
             t = _kl(q_site, site) if analytic_kl else q_site.log_prob - site.log_prob
-        if plates and (t.dim() < plates or t.shape[-plates:].numel() == 1):
+        shape = t.shape
+        if plates and (len(shape) < plates or shape[-1] == 1 and shape[-plates:].numel() == 1):
             global_kl = t if global_kl is None else global_kl + t
         else:
             local_kl = t if local_kl is None else local_kl + t
     if n is None:
-        n = _plate_size(local_ll, s.plates)
-    loglik = _add(local_ll, global_ll, n)
+        n = _plate_size(local_ll, plates)
+    loglik = local_ll if global_ll is None and local_ll is not None else _add(
+        local_ll, global_ll, n)
     return elbo_terms(loglik, 0.0 if global_kl is None else global_kl, n, kl_weight, warmup,
                       0.0 if local_kl is None else local_kl)
 

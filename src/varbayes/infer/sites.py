@@ -137,7 +137,8 @@ def sample(
             return densities.rsample(fn)[0] if fn.has_rsample else fn.sample()
         site = Site(name, fn, None, False, strategy)  # positional: a cheaper call
     else:
-        if type(obs) is not Tensor or obs.shape != fn.batch_shape + fn.event_shape:
+        # torch's `batch_shape` / `event_shape` properties return these fields
+        if type(obs) is not Tensor or obs.shape != fn._batch_shape + fn._event_shape:
             obs = _check_observation(name, fn, obs)
         if not _HANDLERS:
             return obs
@@ -152,10 +153,11 @@ def sample(
         site.drawn = True
     if _SCOPES:
         s = _SCOPES[-1]
-        if len(site.fn.batch_shape) > s.plates + s.particle_dims:
+        if len(site.fn._batch_shape) > s.plates + s.particle_dims:
             _check_batch_dims(site, s)
-    for postprocess in _POSTPROCESS:
-        postprocess(site)
+    if _POSTPROCESS:
+        for postprocess in _POSTPROCESS:
+            postprocess(site)
     return site.value
 
 

@@ -58,7 +58,8 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor) -> None:
         loc, log_scale = self.encoder(x).chunk(2, -1)
-        infer.sample("z", Independent(Normal(loc, log_scale.exp(), validate_args=False), 1))
+        infer.sample("z", Independent(Normal.from_log_scale(loc, log_scale, validate_args=False),
+                                      1))
 
 
 class VAEModel:
