@@ -274,7 +274,7 @@ def _ops_step(vae: VAE, x: torch.Tensor) -> None:
     eps = torch.randn(loc.shape)
     z = torch.addcmul(loc, eps, scale)
     logits = vae.decoder(z)
-    log_q = eps.square().mul_(-0.5).sub_(_LOG_SQRT_2PI).sub(scale.log()).sum(-1)
+    log_q = eps.square().mul_(-0.5).sub_(_LOG_SQRT_2PI).sub(log_scale).sum(-1)
     neg_norm = _constant_normal(vae.prior(x).base_dist)[1]
     log_p = torch.addcmul(neg_norm, z, z, value=-0.5).sum(-1)
     loglik = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none"
@@ -287,7 +287,7 @@ def _objects_step(vae: VAE, x: torch.Tensor) -> None:
 
     vae.zero_grad(set_to_none=True)
     loc, log_scale = vae.encoder(x).chunk(2, -1)
-    q = Independent(Normal(loc, log_scale.exp(), validate_args=False), 1)
+    q = Independent(Normal.from_log_scale(loc, log_scale, validate_args=False), 1)
     z, eps = densities.rsample(q)
     lik = Independent(Bernoulli(logits=vae.decoder(z), validate_args=False), 1)
     log_q = densities.log_prob(q, z, eps)
