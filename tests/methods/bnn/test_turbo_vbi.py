@@ -562,3 +562,63 @@ def test_python_api_on_a_conv_network(tmp_path: Path) -> None:
         tv.fit(torch.randn(8, 1, 5, 5), torch.zeros(8, dtype=torch.long))
     tv.fit(x, y)
     _assert_reloads(tv, tmp_path, x, nn.MaxPool2d)
+
+
+def test_best_epoch_criterion_is_the_error_rate_then_nll() -> None:
+    """`select_by_accuracy`: error rate of the MC predictive + 1e-3 x its NLL, checked
+    against a direct computation with the same weight draws."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+    from varbayes.methods.bnn.mfvi import VariationalLearner
+    from varbayes.nn.bayesianize import bayesianize
+    from varbayes.nn.meanfield import sampling
+
+    torch.manual_seed(0)
+    net = bayesianize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)),
+                      init_sigma=0.1)
+    learner = tv.select_by_accuracy(VariationalLearner(net, "classification", val_samples=5))
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    torch.manual_seed(1)
+    value = learner.validation_loss(x, y)
+    torch.manual_seed(1)
+    with torch.no_grad(), sampling(net, sample=True, noise="weights"):
+        probs = torch.stack([torch.softmax(net(x), -1) for _ in range(5)]).mean(0)
+    error = float((probs.argmax(-1) != y).float().mean())
+    nll = float(-probs[torch.arange(40), y].log().mean())
+    assert value == pytest.approx(error + 1e-3 * nll, rel=1e-5)
+    # a more accurate epoch always wins, whatever its NLL (one example of 40 = 0.025 > 1e-3 x 5)
+    assert tv.ACCURACY_FIRST * 5 < 1 / 40
+
+
+def test_best_epoch_restores_the_most_accurate_fine_tuning_epoch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With best_epoch the fine-tuning ends in the state of its epoch with the lowest
+    criterion (recorded at every evaluation), not the last one; the turbo phase is not cut."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    seen: list[tuple[float, dict[str, torch.Tensor]]] = []
+    install = tv.select_by_accuracy
+
+    def recording(learner: Any) -> Any:
+        install(learner)
+        criterion = learner.validation_loss
+
+        def record(x: torch.Tensor, y: torch.Tensor) -> float:
+            value = criterion(x, y)
+            seen.append((value, {k: v.clone() for k, v in learner.network.state_dict().items()}))
+            return value
+        object.__setattr__(learner, "validation_loss", record)
+        return learner
+
+    monkeypatch.setattr(tv, "select_by_accuracy", recording)
+    ds = varbayes.data.load("digits")
+    cfg = tv.Config(**{**tiny(), "finetune_epochs": 4, "best_epoch": True})
+    assert cfg.phase("finetune").early_stopping == 4 and cfg.phase("turbo").early_stopping == 0
+    torch.manual_seed(0)
+    learner, _ = tv.build(cfg, ds)
+    x, y = ds.x_train[:300], ds.y_train[:300]
+    out = tv.train_arrays(learner, x, y, cfg, x_val=ds.x_train[300:400],
+                          y_val=ds.y_train[300:400])
+    assert len(seen) == 4 and len(out["history"]) == cfg.epochs + 4
+    best = min(range(4), key=lambda i: seen[i][0])  # the engine keeps the first minimum
+    for key, value in learner.network.state_dict().items():
+        assert torch.equal(value, seen[best][1][key]), key
