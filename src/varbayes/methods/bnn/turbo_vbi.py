@@ -45,7 +45,7 @@ from varbayes.methods.bnn.turbo_prior import (
     units_on,
 )
 from varbayes.methods.supervised import dataset_network_spec, load_network, model_meta
-from varbayes.metrics import layer_macs, structure_report, train_flops
+from varbayes.metrics import classification_metrics, layer_macs, structure_report, train_flops
 from varbayes.metrics.cost import as_dense, count_parameters
 from varbayes.metrics.timing import median_times
 from varbayes.models import SupervisedModel, restore_network
@@ -388,9 +388,8 @@ def select_by_accuracy(learner: Any) -> Any:
         with torch.no_grad():
             samples = mc_sampler("weights")(learner.network, x, learner.val_samples)
             probs = predictive_from_samples(samples, "classification")
-        error = float((probs.argmax(-1) != y).float().mean())
-        nll = float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
-        return error + ACCURACY_FIRST * nll
+        m = classification_metrics(probs, y)
+        return 1.0 - m["accuracy"] + ACCURACY_FIRST * m["nll"]
 
     if getattr(learner, "task", "classification") != "classification":
         return learner  # regression keeps the engine's validation NLL
