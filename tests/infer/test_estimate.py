@@ -14,21 +14,10 @@ import torch.distributions as td
 from varbayes import infer
 from varbayes.infer import distributions as lean
 
+from ._programs import vae_programs
+
 # the submodule (the package's `estimate` attribute is the function)
 estimate_module = sys.modules["varbayes.infer.estimate"]
-
-
-def _vae(enc: torch.nn.Module, dec: torch.nn.Module):
-    def model(x):
-        prior = lean.Independent(lean.Normal(x.new_zeros(x.shape[0], 2), 1.0), 1)
-        z = infer.sample("z", prior)
-        infer.sample("x", lean.Independent(lean.Bernoulli(logits=dec(z)), 1), obs=x)
-
-    def guide(x):
-        loc, log_scale = enc(x).chunk(2, -1)
-        infer.sample("z", lean.Independent(lean.Normal(loc, log_scale.exp()), 1))
-
-    return model, guide
 
 
 def _mixture(means: torch.Tensor, enc: torch.nn.Module):
@@ -74,7 +63,7 @@ def test_lean_path_gives_the_full_paths_value_and_gradients(case) -> None:
         kw["strategies"] = {"c": strategy}
     else:
         enc, dec = torch.nn.Linear(4, 4), torch.nn.Linear(2, 4)
-        model, guide = _vae(enc, dec)
+        model, guide = vae_programs(enc, dec)
         params = [*enc.parameters(), *dec.parameters()]
         if case == "samples":
             kw["samples"] = 3
@@ -135,7 +124,7 @@ def test_branching_overrides_keep_the_snapshot_without_the_guard() -> None:
 
 def test_estimate_value_is_detached_and_the_surrogate_is_not() -> None:
     enc, dec = torch.nn.Linear(4, 4), torch.nn.Linear(2, 4)
-    model, guide = _vae(enc, dec)
+    model, guide = vae_programs(enc, dec)
     est = infer.estimate(infer.elbo(), model, guide, torch.ones(3, 4), plates=1)
     assert not est.value.requires_grad and est.surrogate.requires_grad
     assert est.value.shape == (3,) and "Estimate(mean=" in repr(est)

@@ -18,6 +18,8 @@ from varbayes.errors import VarbayesError
 from varbayes.infer import distributions as lean
 from varbayes.infer.sites import Handler
 
+from ._programs import vae_programs
+
 estimate_module = sys.modules["varbayes.infer.estimate"]
 
 
@@ -39,19 +41,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(estimate_module, "_plain_elbo", counted)
     return calls
-
-
-def _vae(enc: torch.nn.Module, dec: torch.nn.Module):
-    def model(x):
-        prior = lean.Independent(lean.Normal(x.new_zeros(x.shape[0], 2), 1.0), 1)
-        z = infer.sample("z", prior)
-        infer.sample("x", lean.Independent(lean.Bernoulli(logits=dec(z)), 1), obs=x)
-
-    def guide(x):
-        loc, log_scale = enc(x).chunk(2, -1)
-        infer.sample("z", lean.Independent(lean.Normal(loc, log_scale.exp()), 1))
-
-    return model, guide
 
 
 def _regression(w_loc: torch.Tensor, w_log_scale: torch.Tensor, enc: torch.nn.Module):
@@ -100,7 +89,7 @@ def _same(objective, model, guide, args, params, **kw) -> None:
 def test_vae_fast_path_matches_general(spy: list[int]) -> None:
     torch.manual_seed(0)
     enc, dec = torch.nn.Linear(6, 4), torch.nn.Linear(2, 6)
-    model, guide = _vae(enc, dec)
+    model, guide = vae_programs(enc, dec)
     x = (torch.rand(5, 6) < 0.4).float()
     params = [*enc.parameters(), *dec.parameters()]
     _same(infer.elbo(), model, guide, (x,), params, plates=1)
@@ -218,7 +207,7 @@ def test_branching_site_falls_back(spy: list[int]) -> None:
 def test_fast_path_not_taken(spy: list[int]) -> None:
     torch.manual_seed(5)
     enc, dec = torch.nn.Linear(6, 4), torch.nn.Linear(2, 6)
-    model, guide = _vae(enc, dec)
+    model, guide = vae_programs(enc, dec)
     x = (torch.rand(5, 6) < 0.4).float()
     infer.estimate(infer.iwelbo(3), model, guide, x, plates=1)
     infer.estimate(infer.elbo(), model, guide, x, plates=1, samples=2)
