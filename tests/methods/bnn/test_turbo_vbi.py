@@ -622,3 +622,45 @@ def test_best_epoch_restores_the_most_accurate_fine_tuning_epoch(
     best = min(range(4), key=lambda i: seen[i][0])  # the engine keeps the first minimum
     for key, value in learner.network.state_dict().items():
         assert torch.equal(value, seen[best][1][key]), key
+
+
+def test_turbo_kl_weight_reaches_the_turbo_phase_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`turbo_kl_weight` is the KL weight of every turbo-phase step and of none of the
+    fine-tuning steps (those keep `kl_weight`); unset, both phases use `kl_weight`."""
+    from varbayes.methods.bnn import turbo_vbi as tv
+
+    seen: list[tuple[bool, float]] = []
+    real = tv.elbo_loss
+
+    def recording(nll: torch.Tensor, kl: torch.Tensor, n: int, kl_weight: float,
+                  w: float) -> torch.Tensor:
+        seen.append((learner.turbo, kl_weight))
+        return real(nll, kl, n, kl_weight, w)
+
+    monkeypatch.setattr(tv, "elbo_loss", recording)
+    ds = varbayes.data.load("digits")
+    x, y = ds.x_train[:300], ds.y_train[:300]
+    for turbo_beta, expected in ((0.0025, 0.0025), (None, 0.01)):
+        seen.clear()
+        cfg = tv.Config(**tiny(finetune_epochs=2, kl_weight=0.01, turbo_kl_weight=turbo_beta))
+        torch.manual_seed(0)
+        learner, _ = tv.build(cfg, ds)
+        tv.train_arrays(learner, x, y, cfg)
+        turbo = [b for phase, b in seen if phase]
+        finetune = [b for phase, b in seen if not phase]
+        assert len(turbo) == cfg.epochs * 2 and len(finetune) == 2 * 2  # 2 batches an epoch
+        assert set(turbo) == {expected} and set(finetune) == {0.01}
+    # the loss itself: same draws, only the KL term's weight differs between the phases
+    cfg = tv.Config(**tiny(kl_weight=0.01, turbo_kl_weight=0.0025))
+    learner, _ = tv.build(cfg, ds)
+    step = tv.Step(1, 1, 1, 1, 1, 300, 300)
+    losses = []
+    for turbo in (True, False):
+        learner.turbo = turbo
+        torch.manual_seed(1)
+        with torch.no_grad():
+            losses.append(float(learner.training_loss(x, y, step)))
+        kl = float(varbayes.nn.meanfield.kl_divergence(learner.network).detach())
+    assert losses[0] - losses[1] == pytest.approx((0.0025 - 0.01) * kl / 300, rel=1e-4)
+    with pytest.raises(varbayes.VarbayesError, match="turbo_kl_weight"):
+        tv.Config(turbo_kl_weight=0.0)

@@ -91,6 +91,10 @@ class Config(TrainConfig):
     init_sigma: float = setting(1e-3, help="initial posterior std sigma0", gt=0)
     kl_weight: float = setting(0.01, help="beta: KL weight (1 = the ELBO; see the docs "
                               "for why 0.01)", gt=0)
+    turbo_kl_weight: float | None = setting(
+        None, help="beta of the turbo phase only (BBB + Module A/B rounds); fine-tuning keeps "
+        "kl_weight. A smaller one weakens the hierarchical prior's shrinkage of the weights "
+        "it keeps (none: kl_weight; experimental, see the docs' turbo-phase beta study)", gt=0)
     kl_warmup: float = setting(0.0, help="KL warm-up over this fraction of the turbo phase",
                                ge=0, le=1)
     rho_lr_scale: float = setting(10.0, help="learning rate of rho relative to lr", gt=0)
@@ -204,7 +208,14 @@ class TurboLearner(VariationalLearner):
     def training_loss(self, x: torch.Tensor, y: torch.Tensor, step: Step) -> torch.Tensor:
         nll = nll_per_example(self.network(x), y, self.task)
         w = kl_warmup(step.epoch, step.epochs, self.warmup) if self.turbo else 1.0
-        return elbo_loss(nll, kl_divergence(self.network), step.n_train, self.kl_weight, w)
+        return elbo_loss(nll, kl_divergence(self.network), step.n_train, self.beta(), w)
+
+    def beta(self) -> float:
+        """The KL weight of the current phase: `turbo_kl_weight` (if set) in the turbo phase,
+        `kl_weight` in fine-tuning."""
+        if self.turbo and self.cfg.turbo_kl_weight is not None:
+            return self.cfg.turbo_kl_weight
+        return self.kl_weight
 
     def after_optimizer_step(self, step: Step, optimizer: torch.optim.Optimizer) -> None:
         super().after_optimizer_step(step, optimizer)
