@@ -174,11 +174,8 @@ def test_handlers_inside_the_programs_match(spy: list[int]) -> None:
     assert len(spy) == 1
 
 
-def test_branching_site_falls_back(spy: list[int]) -> None:
-    """A site the program declares MVD on branches: the fast path hands the run to the
-    general path, which starts over with a snapshot, as a general run without one does."""
-    torch.manual_seed(4)
-    enc = torch.nn.Linear(2, 1)
+def _mvd_programs(enc: torch.nn.Module):
+    """A Bernoulli per example whose guide site declares MVD (a branching strategy)."""
 
     def model(x):
         b = infer.sample("b", td.Bernoulli(probs=torch.full((x.shape[0],), 0.3)))
@@ -187,6 +184,15 @@ def test_branching_site_falls_back(spy: list[int]) -> None:
     def guide(x):
         infer.sample("b", td.Bernoulli(logits=enc(x).squeeze(-1)), strategy=infer.mvd())
 
+    return model, guide
+
+
+def test_branching_site_falls_back(spy: list[int]) -> None:
+    """A site the program declares MVD on branches: the fast path hands the run to the
+    general path, which starts over with a snapshot, as a general run without one does."""
+    torch.manual_seed(4)
+    enc = torch.nn.Linear(2, 1)
+    model, guide = _mvd_programs(enc)
     x = torch.randn(5, 2)
     params = list(enc.parameters())
     fast = _run(infer.elbo(), model, guide, (x,), params, False, plates=1)
@@ -327,17 +333,10 @@ def test_overrides_match(spy: list[int]) -> None:
 
 def test_override_replaces_a_declared_branching_strategy(spy: list[int]) -> None:
     """An override that does not branch, on a site the program declares MVD on, takes the
-    fast path without branching; the reverse (a branching override) takes the general one."""
+    fast path without branching (and trips no branching flag)."""
     torch.manual_seed(8)
     enc = torch.nn.Linear(2, 1)
-
-    def model(x):
-        b = infer.sample("b", td.Bernoulli(probs=torch.full((x.shape[0],), 0.3)))
-        infer.sample("x", td.Independent(td.Normal(x * b[:, None], 1.0), 1), obs=x)
-
-    def guide(x):
-        infer.sample("b", td.Bernoulli(logits=enc(x).squeeze(-1)), strategy=infer.mvd())
-
+    model, guide = _mvd_programs(enc)
     x = torch.randn(5, 2)
     params = list(enc.parameters())
     _same(infer.elbo(), model, guide, (x,), params, plates=1,
