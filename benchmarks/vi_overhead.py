@@ -18,9 +18,10 @@ varbayes: `validate_args=False` in the programs), as in a tuned training loop. T
 programs (the library's VAE and the mixture below) build their distributions with
 `varbayes.infer.distributions`, torch's classes with cheaper constructors.
 Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
-[--compile] [--guards] [--calls]` (`--breakdown`: only the batch-64 VAE step in stages, to see
-where its overhead goes; `--calls`: the Python function calls and bytecodes one batch-64 step
-executes, hand-written, the floor and varbayes: counts that a busy machine does not blur;
+[--compile] [--guards] [--calls] [--mixture]` (`--mixture`: only section 2; `--breakdown`:
+only the batch-64 VAE step in stages, to see where its overhead goes; `--calls`: the Python
+function calls and bytecodes one batch-64 step executes, hand-written, the floor and varbayes:
+counts that a busy machine does not blur;
 `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
 and the hand-written loss under `torch.compile` with the same settings, static shapes, timed
 after their first call, whose wall-clock compile time is reported in its own table; `--guards`:
@@ -68,6 +69,8 @@ def main() -> None:
                         help="only the compiled steps' guard cost (Inductor, 400-600 repeats)")
     parser.add_argument("--calls", action="store_true",
                         help="only the Python calls and bytecodes of one batch-64 VAE step")
+    parser.add_argument("--mixture", action="store_true",
+                        help="only the mixture table (median of max(repeats / 10, 5) epochs)")
     args = parser.parse_args()
     global COMPILE
     COMPILE = args.compile
@@ -93,8 +96,9 @@ def main() -> None:
     clock = "wall clock" if args.wall else "process CPU time, 1 thread"
     print(f"machine: {machine()}; pyro {pyro.__version__ if pyro else 'not installed'}; "
           f"timer: {clock}\n")
-    print(vae_table(batches, repeats, pyro))
-    print()
+    if not args.mixture:
+        print(vae_table(batches, repeats, pyro))
+        print()
     print(mixture_table(max(repeats // 10, 5), pyro))
     if COMPILE_SECONDS:
         print("\nFirst call (compile) of each compiled contender, wall clock\n")

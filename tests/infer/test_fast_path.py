@@ -174,11 +174,8 @@ def test_handlers_inside_the_programs_match(spy: list[int]) -> None:
     assert len(spy) == 1
 
 
-def test_branching_site_falls_back(spy: list[int]) -> None:
-    """A site the program declares MVD on branches: the fast path hands the run to the
-    general path, which starts over with a snapshot, as a general run without one does."""
-    torch.manual_seed(4)
-    enc = torch.nn.Linear(2, 1)
+def _mvd_programs(enc: torch.nn.Module):
+    """A Bernoulli per example whose guide site declares MVD (a branching strategy)."""
 
     def model(x):
         b = infer.sample("b", td.Bernoulli(probs=torch.full((x.shape[0],), 0.3)))
@@ -187,6 +184,15 @@ def test_branching_site_falls_back(spy: list[int]) -> None:
     def guide(x):
         infer.sample("b", td.Bernoulli(logits=enc(x).squeeze(-1)), strategy=infer.mvd())
 
+    return model, guide
+
+
+def test_branching_site_falls_back(spy: list[int]) -> None:
+    """A site the program declares MVD on branches: the fast path hands the run to the
+    general path, which starts over with a snapshot, as a general run without one does."""
+    torch.manual_seed(4)
+    enc = torch.nn.Linear(2, 1)
+    model, guide = _mvd_programs(enc)
     x = torch.randn(5, 2)
     params = list(enc.parameters())
     fast = _run(infer.elbo(), model, guide, (x,), params, False, plates=1)
@@ -211,7 +217,6 @@ def test_fast_path_not_taken(spy: list[int]) -> None:
     x = (torch.rand(5, 6) < 0.4).float()
     infer.estimate(infer.iwelbo(3), model, guide, x, plates=1)
     infer.estimate(infer.elbo(), model, guide, x, plates=1, samples=2)
-    infer.estimate(infer.elbo(), model, guide, x, plates=1, strategies={"z": infer.reparam()})
     with _NoOp():
         infer.estimate(infer.elbo(), model, guide, x, plates=1)
 
@@ -280,7 +285,101 @@ def test_errors_match(spy: list[int]) -> None:
     for m, g in cases:
         fast = _message(infer.elbo(), m, g, (x,), False, plates=1)
         assert fast == _message(infer.elbo(), m, g, (x,), True, plates=1)
-    # the unknown site in `strategies=`: the general path, same message either way
-    assert "unknown site 'q'" in _message(infer.elbo(), model, guide, (x,), False, plates=1,
-                                          strategies={"q": infer.reparam()})
     assert len(spy) == len(cases)
+
+
+def _mixture(k: int = 3):
+    """The benchmark's mixture (an assignment per point, amortised guide) with a continuous
+    per-point scale `s` in the guide, which the model also draws."""
+    torch.manual_seed(7)
+    enc = torch.nn.Linear(2, k)
+    means = torch.randn(k, 2, requires_grad=True)
+    s_loc = torch.zeros(1, requires_grad=True)
+
+    def model(x):
+        c = infer.sample("c", lean.Categorical(logits=x.new_zeros(x.shape[0], k)))
+        s = infer.sample("s", td.LogNormal(torch.zeros(x.shape[0]), 1.0))
+        infer.sample("x", lean.Independent(lean.Normal(means[c], s[..., None]), 1), obs=x)
+
+    def guide(x):
+        infer.sample("c", lean.Categorical(logits=enc(x)))
+        infer.sample("s", td.LogNormal(s_loc.expand(x.shape[0]), 0.5))
+
+    return model, guide, [means, s_loc, *enc.parameters()]
+
+
+def test_overrides_match(spy: list[int]) -> None:
+    """Non-branching `strategies=` overrides take the fast path, where the general path's
+    `_Run` applies them: REINFORCE (plain, with a learned baseline, on a site that could be
+    reparameterised), parallel enumeration, an explicit reparam, mixed with reparameterised
+    sites, match the general path bit for bit, the baseline's gradient included."""
+    model, guide, params = _mixture()
+    baseline = infer.Baseline(0.5)
+    x = torch.randn(6, 2)
+    overrides = [
+        {"c": infer.reinforce()},
+        {"c": infer.reinforce(baseline=baseline)},
+        {"c": infer.enum(parallel=True)},
+        {"c": infer.enum(parallel=True), "s": infer.reparam()},
+        {"c": infer.enum(parallel=True), "s": infer.reinforce()},
+        {"s": infer.reinforce(baseline=baseline)},
+    ]
+    for i, strategies in enumerate(overrides):
+        _same(infer.elbo(), model, guide, (x,), [*params, *baseline.parameters()], plates=1,
+              data_size=60, strategies=strategies, seed=i)
+        assert len(spy) == i + 1
+    assert baseline.value.grad is not None and baseline.value.grad.abs() > 0
+
+
+def test_override_replaces_a_declared_branching_strategy(spy: list[int]) -> None:
+    """An override that does not branch, on a site the program declares MVD on, takes the
+    fast path without branching (and trips no branching flag)."""
+    torch.manual_seed(8)
+    enc = torch.nn.Linear(2, 1)
+    model, guide = _mvd_programs(enc)
+    x = torch.randn(5, 2)
+    params = list(enc.parameters())
+    _same(infer.elbo(), model, guide, (x,), params, plates=1,
+          strategies={"b": infer.reinforce()})
+    assert len(spy) == 1 and not estimate_module._BRANCHING_PROGRAMS
+
+
+def test_branching_overrides_take_the_general_path(spy: list[int]) -> None:
+    model, guide, params = _mixture()
+    x = torch.randn(6, 2)
+    for strategies in ({"c": infer.enum()}, {"c": infer.mvd()},
+                       {"c": infer.enum(), "s": infer.reparam()}):
+        est = infer.estimate(infer.elbo(), model, guide, x, plates=1, strategies=strategies)
+        assert torch.isfinite(est.loss())
+    # a branching override naming no site: the general path, which raises after the run
+    with pytest.raises(VarbayesError, match="unknown site 'b'"):
+        infer.estimate(infer.elbo(), model, guide, x, plates=1,
+                       strategies={"c": infer.enum(parallel=True), "b": infer.mvd()})
+    assert spy == []
+    assert not estimate_module._BRANCHING_PROGRAMS  # the program itself declared none
+
+
+def test_override_errors_match(spy: list[int]) -> None:
+    """An override naming no site, a strategy the site's distribution refuses, a value that
+    is no strategy, and an override beside a guide error: the same one-line messages."""
+    model, guide, _ = _mixture()
+    x = torch.randn(6, 2)
+
+    def guide_extra(x):  # a site the model does not have, and an override naming none
+        guide(x)
+        infer.sample("a", td.Normal(torch.zeros(x.shape[0]), 1.0))
+
+    cases = [(guide, {"q": infer.reparam()}, "unknown site 'q'", 1),
+             (guide, {"c": infer.enum(parallel=True), "q": infer.reinforce()},
+              "unknown site 'q' in strategies; the program draws: c, s", 1),
+             (guide, {"c": infer.reparam()}, "needs a distribution with rsample", 1),
+             (guide, {"s": infer.enum(parallel=True)}, "no enumerable support", 1),
+             (guide, {"c": "reinforce"}, "must be reparam()", 0),
+             (guide_extra, {"q": infer.reparam()}, "unknown site 'a': the guide draws it", 1)]
+    for g, strategies, expected, fast_runs in cases:
+        before = len(spy)
+        fast = _message(infer.elbo(), model, g, (x,), False, plates=1, strategies=strategies)
+        assert len(spy) == before + fast_runs
+        assert expected in fast
+        assert fast == _message(infer.elbo(), model, g, (x,), True, plates=1,
+                                strategies=strategies)

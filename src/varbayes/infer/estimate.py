@@ -100,11 +100,12 @@ def estimate(
     minibatch stands for (None: the minibatch is all of it). samples: independent copies
     (Average(N)): a particle dim that the value keeps, so each copy is scored on its own.
     """
-    if (not strategies and samples == 1 and type(samples) is int and not _BRANCHING_PROGRAMS
-            and not _HANDLERS and len(args) >= 2):
+    if (samples == 1 and type(samples) is int and not _BRANCHING_PROGRAMS and not _HANDLERS
+            and len(args) >= 2):
         options = getattr(program, "plain_elbo", None)  # set by `infer.elbo()`
-        if options is not None and not is_compiling() and not isinstance(args[1], Marginal):
-            fast = _plain_elbo(options, args, kwargs, plates, data_size)
+        if (options is not None and not is_compiling() and not isinstance(args[1], Marginal)
+                and (not strategies or _plain_overrides(strategies))):
+            fast = _plain_elbo(options, args, kwargs, plates, data_size, strategies)
             if fast is not None:
                 return fast
     snapshot = _BRANCHING_PROGRAMS  # whether this run may need re-execution (see _NoSnapshot)
@@ -142,12 +143,18 @@ def estimate(
     if explorer.branched:
         # branches replayed the same random numbers: move to a fresh stream
         torch.manual_seed(int(torch.randint(0, 2**62, ())))
-    unknown = sorted(set(strategies) - explorer.seen) if strategies else ()
+    if strategies:
+        _check_known(strategies, explorer.seen)
+    return Estimate(value, surrogate, baseline_loss, same)
+
+
+def _check_known(strategies: Mapping[str, Strategy], seen: set[str]) -> None:
+    """Raise when an override names a site the program did not draw."""
+    unknown = sorted(set(strategies) - seen)
     if unknown:
         raise VarbayesError(
             f"unknown site {unknown[0]!r} in strategies; the program draws: "
-            f"{', '.join(sorted(explorer.seen)) or 'no sites'}")
-    return Estimate(value, surrogate, baseline_loss, same)
+            f"{', '.join(sorted(seen)) or 'no sites'}")
 
 
 def _strip_both(value: Tensor, surrogate: Tensor, natural: int) -> tuple[Tensor, Tensor]:
@@ -174,18 +181,26 @@ def _explore(run: Callable[[], Any], strategies: Mapping[str, Strategy], plates:
 # the fast path of the plain ELBO
 
 
+def _plain_overrides(strategies: Mapping[str, Any]) -> bool:
+    """Whether `strategies=` overrides can take the fast path: all strategies, none of which
+    branches (anything else goes to the general path, which raises or branches)."""
+    return all(isinstance(s, Strategy) and not _branches(s) for s in strategies.values())
+
+
 def _plain_elbo(options: tuple[float, float, bool], args: tuple, kwargs: dict, plates: int,
-                data_size: int | None) -> Estimate | None:
-    """`infer.elbo()` with no strategy overrides, one particle and no user handler: the
+                data_size: int | None,
+                strategies: Mapping[str, Strategy] | None = None) -> Estimate | None:
+    """`infer.elbo()` with one particle, no user handler and no branching override: the
     guide's sites go through the same `_Run` as on the general path (so the same draws,
-    strategies and errors), and one `_PlainElbo` handler records them, replays the model's
-    sites and records those, in place of the objective's `simulate` / `density` and their
-    `recording` / `scoring` handlers; `log_weight` and the explorer's combination of the
-    estimator terms are the general path's own. A site that branches (sequential
-    enumeration, MVD) stops the run and returns None: `estimate` then starts over on the
-    general path, with a snapshot, as the general path does when it kept none."""
+    strategies, overrides and errors), and one `_PlainElbo` handler records them, replays
+    the model's sites and records those, in place of the objective's `simulate` / `density`
+    and their `recording` / `scoring` handlers; `log_weight`, the explorer's combination of
+    the estimator terms and the check of the overrides' names are the general path's own. A
+    site that branches (sequential enumeration, MVD declared in the program) stops the run
+    and returns None: `estimate` then starts over on the general path, with a snapshot, as
+    the general path does when it kept none."""
     model, guide, rest = args[0], args[1], args[2:]
-    handler = _PlainElbo()
+    handler = _PlainElbo(strategies)
     push_scope(plates, data_size)
     try:
         try:
@@ -214,6 +229,8 @@ def _plain_elbo(options: tuple[float, float, bool], args: tuple, kwargs: dict, p
         _SCOPES.pop()
     if value.dim() > plates or surrogate.dim() > plates:
         value, surrogate = _strip_both(value, surrogate, plates)
+    if strategies:
+        _check_known(strategies, execution.seen)  # made at the start: there are overrides
     return Estimate(value, surrogate, baseline_loss, surrogate is value)
 
 
@@ -223,10 +240,11 @@ class _PlainElbo(Handler):
     model runs, each latent site takes the guide's value and every site is recorded in `p`.
     The `_Run` (`execution`) is made at the first guide site that is not a default
     reparameterised draw, which is drawn by it (the default one `_Run.process` draws inline,
-    drawn here the same way without it)."""
+    drawn here the same way without it); with `strategies=` overrides it is made at the
+    start and draws every guide site, as the general path's does."""
 
-    def __init__(self) -> None:
-        self.execution: _Run | None = None
+    def __init__(self, strategies: Mapping[str, Strategy] | None = None) -> None:
+        self.execution: _Run | None = _Run({}, strategies, False) if strategies else None
         self.q, self.p = Trace({}), Trace({})
         self.sites = self.q.sites  # where the sites of the program running now go
         self.guide_sites: dict[str, Site] | None = None
