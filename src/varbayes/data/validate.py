@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from varbayes.errors import VarbayesError, one_of
+from varbayes.errors import VarbayesError, first_line, one_of
 
 TASKS = ("classification", "regression")
 
@@ -67,6 +67,13 @@ def check_arrays(
     return xt, yt.to(torch.int64)
 
 
+def check_seed(seed: Any) -> int:
+    """A random seed: a non-negative integer (numpy and scikit-learn refuse negative ones)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        _fail(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def _fail(message: str) -> NoReturn:
     """Raise the one-line error (any newline from a user-supplied name is flattened)."""
     raise VarbayesError(" ".join(message.split("\n")))
@@ -109,7 +116,7 @@ def _as_tensor(a: Any, name: str) -> torch.Tensor:
     try:
         arr = np.asarray(a)
     except (ValueError, TypeError) as e:
-        _fail(f"{name} is not a rectangular numeric array ({_first_line(e)})")
+        _fail(f"{name} is not a rectangular numeric array ({first_line(e)})")
     if arr.dtype.kind == "O":
         arr = _object_to_float(arr, name)
     elif arr.dtype.kind not in "biuf":
@@ -131,11 +138,6 @@ def _object_to_float(arr: np.ndarray, name: str) -> np.ndarray:
     if not all(isinstance(v, numbers.Real) for v in arr.flat):
         _fail(f"{name} holds non-numeric values (dtype object); valid: integer, float or bool")
     return arr.astype(np.float64)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _check_x_shape(x: torch.Tensor, shape: tuple[int, ...] | None, name: str) -> None:
