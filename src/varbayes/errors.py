@@ -15,3 +15,9 @@ class VarbayesError(ValueError):
 def one_of(kind: str, value: object, valid: list[str] | tuple[str, ...]) -> VarbayesError:
     """The error for an unknown name, listing the valid names (e.g. methods or datasets)."""
     return VarbayesError(f"unknown {kind} {value!r}; valid: {', '.join(sorted(valid))}")
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
