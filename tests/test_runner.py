@@ -60,3 +60,9 @@ def test_resume_of_all_splits_resumes_only_the_started_ones(
     (tmp_path / "split-3" / "checkpoints" / "last.json").write_text("{}")
     varbayes.run("deterministic", "boston", split="all", out=tmp_path, resume=True, quiet=True)
     assert [k for k, r in resumed.items() if r] == [3] and len(resumed) == 20
+
+
+@pytest.mark.parametrize("split", [1.5, True])
+def test_a_split_that_is_not_an_integer_is_refused(split: object, tmp_path: Path) -> None:
+    with pytest.raises(varbayes.VarbayesError, match="--split expects an integer"):
+        varbayes.run("deterministic", "boston", split=split, out=tmp_path, quiet=True)  # type: ignore[arg-type]

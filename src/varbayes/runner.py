@@ -178,6 +178,8 @@ def _has_checkpoints(folder: Path) -> bool:
 def _check_split(dataset: str, split: int | str) -> int:
     try:
         k = int(split)
+        if isinstance(split, bool) or (isinstance(split, float) and split != k):
+            raise ValueError
     except (TypeError, ValueError):
         raise VarbayesError(f"--split expects an integer or 'all', got {split!r}") from None
     n = _splits(dataset)

@@ -42,6 +42,9 @@ Schedule = SubspaceSchedule
 
 def predict(network: nn.Module, x: torch.Tensor, n_samples: int = 30) -> torch.Tensor:
     """Class probabilities averaged over `n_samples` full weight draws (the MC predictive)."""
+    from varbayes.data import check_arrays
+
+    x, _ = check_arrays(x)  # NaN, empty or scalar inputs: one line, not NaN probabilities
     was_training = network.training
     network.eval()
     try:
