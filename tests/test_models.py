@@ -70,3 +70,9 @@ def test_supervised_model_checks_its_sample_count() -> None:
 
     with pytest.raises(varbayes.VarbayesError, match="n_samples 'x'"):
         SupervisedModel(torch.nn.Linear(2, 2), {"task": "classification"}, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kw", [{"n_samples": 0}, {"n_samples": -2}, {"batch_size": 0}])
+def test_predict_refuses_non_positive_counts(kw: dict, saved: Path) -> None:
+    with pytest.raises(varbayes.VarbayesError, match="must be a positive integer"):
+        varbayes.load(saved).predict(torch.zeros(3, 2), **kw)

@@ -66,6 +66,10 @@ class SupervisedModel:
         self, x: Any, n_samples: int | None = None, batch_size: int = 4096
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities (N, C), or (mean, variance) in original units for regression."""
+        for name, v in (("n_samples", 1 if n_samples is None else n_samples),
+                        ("batch_size", batch_size)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise VarbayesError(f"{name} must be a positive integer; got {v!r}")
         x = self._check_input(x)
         parts = [predictive_from_samples(self.sample_outputs(x[i:i + batch_size], n_samples),
                                          self.task) for i in range(0, len(x), batch_size)]
