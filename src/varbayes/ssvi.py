@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from varbayes.errors import inputs_for
 from varbayes.methods.bnn.ssvi import Config, SSVILearner, make_learner, ssvi_train_flops
 from varbayes.nn.predictive import mc_sampler
 from varbayes.nn.sparse import is_sparse, pack_positions, to_sparse, unpack_positions
@@ -48,7 +49,7 @@ def predict(network: nn.Module, x: torch.Tensor, n_samples: int = 30) -> torch.T
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), inputs_for("the network", tuple(x.shape)):
             return torch.softmax(mc_sampler("weights")(network, x, n_samples), -1).mean(0)
     finally:
         network.train(was_training)

@@ -175,6 +175,8 @@ def test_python_api_refuses_bad_input_in_one_line() -> None:
         ssvi.predict(net, torch.tensor([[0.0, float("nan"), 1.0]]))
     with pytest.raises(VarbayesError, match="empty"):
         ssvi.predict(net, torch.zeros(0, 3))
+    with pytest.raises(VarbayesError, match=r"network failed on inputs of shape \(2, 5\)"):
+        ssvi.predict(net, torch.zeros(2, 5))
     with pytest.raises(VarbayesError, match="unknown task 'classify'"):
         ssvi.Learner(net, "classify", ssvi.Schedule())
 
