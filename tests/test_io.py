@@ -57,3 +57,18 @@ def test_missing_and_malformed(tmp_path: Path) -> None:
     with pytest.raises(VarbayesError, match="not valid JSON"):
         read_json(tmp_path / "bad.json")
     assert json.loads('{"a": 1}') == {"a": 1}
+
+
+def test_src_writes_files_only_through_the_atomic_helpers() -> None:
+    """No direct file write in src/ outside varbayes.io (a crash must never leave half a
+    result, model, report or cached file)."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "varbayes"
+    direct = re.compile(r"\.write_(text|bytes)\(|\bsave_file\(|\bopen\([^)]*['\"][wa]b?['\"]"
+                        r"|torch\.save\(")
+    offenders = [f"{p.relative_to(src)}:{i}" for p in sorted(src.rglob("*.py"))
+                 if p.name != "io.py"
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if direct.search(line) and not line.lstrip().startswith("#")]
+    assert offenders == []

@@ -34,3 +34,28 @@ def test_infer_example_finds_the_posterior(capsys: pytest.CaptureFixture) -> Non
     assert abs(namespace["log_s"].exp().item() - 0.447) < 0.05
     elbo, iwelbo = (float(v) for v in capsys.readouterr().out.split()[2:4])
     assert elbo < iwelbo + 0.002 and iwelbo < -1.7065 + 0.002
+
+
+def test_every_dotted_varbayes_name_in_the_docs_resolves() -> None:
+    """`varbayes.a.b` in README.md and docs/ is reachable by attribute access (as a snippet
+    after `import varbayes` would reach it) or as a module: `varbayes.infer.elbo` is the
+    objective function, so `varbayes.infer.elbo.elbo_loss` is not a name."""
+    import importlib
+
+    import varbayes
+
+    broken = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        names = set(re.findall(r"(?<![\w/.])varbayes(?:\.[A-Za-z_]\w*)+", path.read_text()))
+        for name in sorted(names):
+            parts, obj = name.split("."), varbayes
+            for i in range(1, len(parts)):
+                try:
+                    obj = getattr(obj, parts[i])
+                except AttributeError:
+                    try:
+                        obj = importlib.import_module(".".join(parts[: i + 1]))
+                    except ImportError:
+                        broken.append(f"{path.relative_to(ROOT)}: {name}")
+                        break
+    assert broken == []

@@ -46,16 +46,23 @@ def run(
     `split="all"` on a UCI dataset runs every split and reports mean and standard error.
     Returns the result record.
     """
+    from varbayes.data.validate import check_seed  # here: `import varbayes` stays light
+
     mod = registry.module(method)
     cfg = mod.Config.from_settings(list(settings), base=mod.Config.from_values(values))
     dataset = dataset or mod.DATASETS[0]
     if dataset not in mod.DATASETS:
         raise one_of(f"dataset for {method}", dataset, list(mod.DATASETS))
     out = Path(out) if out is not None else Path("runs") / f"{method}-{dataset}-seed{seed}"
+    seed = check_seed(seed)
     if split == "all":
         return _run_all_splits(mod, method, dataset, cfg, seed, out, resume, quiet)
     split = _check_split(dataset, split)
     ctx = RunContext(method, dataset, seed, split, out, resume, quiet)
+    _check_out(out)
+    if resume and not _has_checkpoints(ctx.checkpoint_dir):
+        raise VarbayesError(f"--resume: no checkpoint in {ctx.checkpoint_dir} to continue "
+                            "from; run without --resume to start")
     seed_everything(seed)
     start = time.perf_counter()
     output: RunOutput = mod.run(cfg, ctx)
@@ -81,6 +88,7 @@ def reproduce(
     """Run the method's reproduction, print its claim table and write reproduction.json."""
     mod = registry.module(method)
     out = Path(out) if out is not None else Path("runs") / f"reproduce-{method}"
+    _check_out(out)
     ctx = ReproduceContext(method, quick, out, quiet=quiet)
     seed_everything(0)
     start = time.perf_counter()
@@ -114,13 +122,19 @@ def _run_all_splits(
     total = _splits(dataset)
     if total == 1:
         raise VarbayesError(f"--split all needs a dataset with several splits; {dataset} has one")
+    folders = [out / f"split-{k}" for k in range(total)]
+    started = [_has_checkpoints(RunContext(method, dataset, out=f).checkpoint_dir)
+               for f in folders]
+    if resume and not any(started):
+        raise VarbayesError(f"--resume: no checkpoint in {out}/split-*/checkpoints to continue "
+                            "from; run without --resume to start")
     records = []
     for k in range(total):
         announce(f"{method} on {dataset}: split {k + 1}/{total}", disable=quiet)
         records.append(
-            run(method, dataset, seed=seed, split=k, out=out / f"split-{k}",
+            run(method, dataset, seed=seed, split=k, out=folders[k],
                 settings=[f"{f}={_as_setting(v)}" for f, v in cfg.to_dict().items()],
-                resume=resume, quiet=quiet)
+                resume=resume and started[k], quiet=quiet)
         )
     metrics: dict[str, float] = {}
     for key in records[0]["metrics"]:
@@ -143,9 +157,29 @@ def _run_all_splits(
     return record
 
 
+def _check_out(out: Path) -> None:
+    """Create the output folder now, so that a bad --out fails before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise VarbayesError(f"--out {out} is an existing file; valid: a folder, new or existing")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VarbayesError(f"--out {out} cannot be created ({e.strerror}); valid: a folder "
+                            "in a writable place") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise VarbayesError(f"--out {out} is not writable; valid: a folder in a writable place")
+
+
+def _has_checkpoints(folder: Path) -> bool:
+    """Whether a run left anything to resume from in its checkpoint folder."""
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
 def _check_split(dataset: str, split: int | str) -> int:
     try:
         k = int(split)
+        if isinstance(split, bool) or (isinstance(split, float) and split != k):
+            raise ValueError
     except (TypeError, ValueError):
         raise VarbayesError(f"--split expects an integer or 'all', got {split!r}") from None
     n = _splits(dataset)

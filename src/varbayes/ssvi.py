@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from varbayes.errors import inputs_for
 from varbayes.methods.bnn.ssvi import Config, SSVILearner, make_learner, ssvi_train_flops
 from varbayes.nn.predictive import mc_sampler
 from varbayes.nn.sparse import is_sparse, pack_positions, to_sparse, unpack_positions
@@ -42,10 +43,13 @@ Schedule = SubspaceSchedule
 
 def predict(network: nn.Module, x: torch.Tensor, n_samples: int = 30) -> torch.Tensor:
     """Class probabilities averaged over `n_samples` full weight draws (the MC predictive)."""
+    from varbayes.data import check_arrays
+
+    x, _ = check_arrays(x)  # NaN, empty or scalar inputs: one line, not NaN probabilities
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), inputs_for("the network", tuple(x.shape)):
             return torch.softmax(mc_sampler("weights")(network, x, n_samples), -1).mean(0)
     finally:
         network.train(was_training)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from varbayes.data import check_arrays
-from varbayes.data.validate import _check_finite
+from varbayes.data.validate import check_finite
 from varbayes.errors import VarbayesError
 
 
@@ -107,7 +107,7 @@ def test_names_in_messages_follow_the_name_argument():
 def test_finite_check_survives_sums_that_overflow():
     x, _ = check_arrays(torch.full((4, 3), 3e38))  # the fast-path sum overflows; values are fine
     assert torch.isfinite(x).all()
-    _check_finite(torch.tensor([1e308, 1e308], dtype=torch.float64), "y")  # no error
+    check_finite(torch.tensor([1e308, 1e308], dtype=torch.float64), "y")  # no error
 
 
 def _finite_arrays(dtype: type) -> st.SearchStrategy[np.ndarray]:

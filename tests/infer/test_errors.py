@@ -148,3 +148,36 @@ def test_density_errors_read_a_trace_as_its_values(as_trace):
     with pytest.raises(VarbayesError) as e:
         infer.density(model, q if as_trace else q.values)
     assert "unknown site 'w'" in one_line(e)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "1"])
+def test_elbo_weights_must_be_finite_and_non_negative(bad: object) -> None:
+    for kw in ({"kl_weight": bad}, {"warmup": bad}):
+        with pytest.raises(VarbayesError, match="must be a finite number >= 0") as e:
+            infer.elbo(**kw)
+        one_line(e)
+
+
+def _data_model(x):
+    z = infer.sample("z", Normal(torch.zeros(len(x)), 1.0))
+    infer.sample("x", Normal(z, 0.5), obs=x)
+
+
+def _data_guide(x):
+    infer.sample("z", Normal(torch.zeros(len(x)), 1.0))
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_nan_data_is_one_line_in_fit_and_evaluate(paired: bool) -> None:
+    from varbayes.train import TrainConfig
+
+    x = torch.randn(20)
+    x[4] = float("nan")
+    data = (x, torch.zeros(20)) if paired else x
+    model = (lambda x, y: _data_model(x)) if paired else _data_model
+    guide = (lambda x, y: _data_guide(x)) if paired else _data_guide
+    with pytest.raises(VarbayesError, match="contains 1 NaN") as e:
+        infer.fit(infer.elbo(), model, guide, data, cfg=TrainConfig(epochs=1), quiet=True)
+    one_line(e)
+    with pytest.raises(VarbayesError, match="contains 1 NaN"):
+        infer.evaluate(infer.elbo(), model, guide, data)

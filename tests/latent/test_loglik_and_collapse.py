@@ -105,3 +105,10 @@ def test_diagnose_collapse_on_models_and_encoder_functions() -> None:
         diagnose_collapse(vae, x[:1])
     with pytest.raises(VarbayesError, match="beta must be > 0"):
         diagnose_collapse(vae, x, beta=0.0)
+
+
+def test_diagnose_collapse_refuses_nan_data() -> None:
+    x = torch.randn(10, 4)
+    x[3, 1] = float("nan")
+    with pytest.raises(VarbayesError, match="x contains 1 NaN"):
+        diagnose_collapse(lambda x: (x[:, :2], x[:, 2:]), x)

@@ -72,6 +72,12 @@ def test_check_inputs_one_line_errors() -> None:
         vae.check_inputs(torch.rand(3, 8), None)
     with pytest.raises(VarbayesError, match="3 rows but c has 4"):
         vae.check_inputs(torch.rand(3, 8), torch.rand(4, 2))
+    nan_x, nan_c = torch.rand(3, 8), torch.rand(3, 2)
+    nan_x[1, 2] = nan_c[0, 0] = float("nan")  # NaN passed the [0, 1] support check before
+    with pytest.raises(VarbayesError, match="x contains 1 NaN"):
+        vae.check_inputs(nan_x, torch.rand(3, 2))
+    with pytest.raises(VarbayesError, match="c contains 1 NaN"):
+        vae.check_inputs(torch.rand(3, 8), nan_c)
     with pytest.raises(VarbayesError, match="unknown prior"):
         VAESpec(x_dim=2, d_z=1, prior="flow")
 

@@ -55,6 +55,15 @@ def test_quantile_inverts_cdf_and_sampling_matches_mean() -> None:
     assert torch.allclose(draws.mean(1), bar.mean(logits), atol=0.02)
 
 
+@pytest.mark.parametrize("q", [1.5, 0.0, [0.5, 1.0], float("nan")])
+def test_quantile_levels_outside_the_open_unit_interval_are_one_line(q: object) -> None:
+    from varbayes.errors import VarbayesError
+
+    bar, logits = _bar(True)
+    with pytest.raises(VarbayesError, match=r"quantile levels must lie in \(0, 1\)"):
+        bar.quantile(logits, q)  # type: ignore[arg-type]
+
+
 def test_loss_is_density_not_bucket_probability() -> None:
     bar = BarDistribution(uniform_borders(0.0, 1.0, 4), full_support=False).double()
     logits = torch.zeros(4, dtype=torch.float64)  # uniform on [0, 1]

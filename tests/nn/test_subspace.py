@@ -313,3 +313,10 @@ def test_growth_without_a_gradient_is_an_error():
     layer, opt = _layer_with_state("adam")
     with pytest.raises(VarbayesError, match="keep_mean_grad"):
         update_layer(layer, 0.3, SubspaceSchedule(), grad=None, optimizer=opt)
+
+
+def test_sparsify_refuses_what_it_cannot_make_sparse() -> None:
+    with pytest.raises(VarbayesError, match="expects a torch.nn.Module; got str"):
+        sparsify("net", 0.5)  # type: ignore[arg-type]
+    with pytest.raises(VarbayesError, match="no nn.Linear"):
+        sparsify(torch.nn.Sequential(torch.nn.ReLU()), 0.5)

@@ -65,3 +65,22 @@ def test_bad_scores_and_names() -> None:
         interval_study(tradeoff_counts(1.0, 10, 2), 1.0, method="bootstrap")  # type: ignore[arg-type]
     with pytest.raises(VarbayesError, match="delta > 0"):
         analytic_gaussian_sigma(1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p: p.ppf(1.5), r"q must be numbers in \[0, 1\]; got 1.5"),
+        (lambda p: p.ppf([0.5, -0.1]), r"q must be numbers in \[0, 1\]; got -0.1"),
+        (lambda p: p.ppf("x"), "q must be numbers"),
+        (lambda p: p.cdf(math.nan), "epsilon must be numbers .*got nan"),
+        (lambda p: p.pdf(math.nan), "epsilon must be numbers .*got nan"),
+        (lambda p: p.sample_interval(0.1, 0), "n must be a positive number of draws"),
+        (lambda p: p.sample(10, seed=-1), "seed must be a non-negative integer"),
+    ],
+)
+def test_posterior_queries_out_of_their_domain(call: object, message: str) -> None:
+    post = epsilon_posterior(5, 1, 5, 1, delta=1e-5)
+    with pytest.raises(VarbayesError, match=message) as e:
+        call(post)  # type: ignore[operator]
+    assert "\n" not in str(e.value)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from varbayes.errors import VarbayesError
 from varbayes.train import (
     Learner,
     NonFiniteError,
@@ -87,6 +88,20 @@ def test_nan_loss_names_the_step() -> None:
     x, y = data()
     with pytest.raises(NonFiniteError, match=r"training loss became NaN/Inf at step 3 \(epoch 1\)"):
         fit(Regression(nan_at=3), x, y, cfg(), quiet=True)
+
+
+@pytest.mark.parametrize("which", ["x", "y"])
+def test_nan_in_the_data_is_one_line_before_any_step(which: str) -> None:
+    x, y = data()
+    if which == "x":
+        x[7, 1] = float("nan")
+    else:
+        y[7] = float("nan")
+    learner = Regression()
+    before = [p.detach().clone() for p in learner.parameters()]
+    with pytest.raises(VarbayesError, match=f"{which}_train contains 1 NaN .*example 7"):
+        fit(learner, x, y, cfg(), quiet=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.parameters()))
 
 
 def test_nan_gradient_names_the_parameter() -> None:

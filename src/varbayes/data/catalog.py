@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from varbayes.data import cifar, synthetic, tabular
 from varbayes.data.dataset import Dataset
 from varbayes.data.splits import N_SPLITS
+from varbayes.data.validate import check_seed
 from varbayes.errors import VarbayesError, one_of
 
 
@@ -58,8 +59,7 @@ def load(name: str, *, seed: int = 0, split: int = 0, data_dir: str | None = Non
     entry = _CATALOG.get(name) if isinstance(name, str) else None
     if entry is None:
         raise one_of("dataset", name, names())
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise VarbayesError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     if isinstance(split, bool) or not isinstance(split, numbers.Integral):
         raise VarbayesError(f"split must be an integer, got {split!r}")
     if entry.n_splits == 1 and split != 0:

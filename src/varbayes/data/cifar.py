@@ -17,6 +17,7 @@ import numpy as np
 
 from varbayes.data.dataset import Dataset
 from varbayes.errors import VarbayesError
+from varbayes.io import atomic_write_bytes
 
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
@@ -100,10 +101,10 @@ def make_fake_cifar10(
             "data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
             "filenames": [f"fake_{start + i}.png".encode() for i in range(n)],
         }
-        (folder / fname).write_bytes(pickle.dumps(batch, protocol=4))
+        atomic_write_bytes(folder / fname, pickle.dumps(batch, protocol=4))
         start += n
     meta = {"label_names": list(CLASSES), "num_cases_per_batch": n_train_per_batch}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
+    atomic_write_bytes(folder / "batches.meta", pickle.dumps(meta, protocol=4))
     return folder
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from varbayes.data.validate import check_finite
 from varbayes.errors import VarbayesError
 from varbayes.infer.compiled import CompiledLoss, compile_loss
 from varbayes.infer.estimate import Estimate, estimate
@@ -191,12 +192,15 @@ def _as_arrays(data: Data) -> tuple[torch.Tensor, torch.Tensor]:
     if data is None:
         return torch.zeros(1, 0), torch.zeros(1)
     if isinstance(data, torch.Tensor):
+        check_finite(data, "data")
         return data, torch.zeros(len(data))
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(d, torch.Tensor)
                                                           for d in data):
         if len(data[0]) != len(data[1]):
             raise VarbayesError(f"data x and y differ in length ({len(data[0])} vs "
                                 f"{len(data[1])})")
+        check_finite(data[0], "data x")
+        check_finite(data[1], "data y")
         return data
     raise VarbayesError(f"data must be None, a tensor or a pair of tensors; got "
                         f"{type(data).__name__}")

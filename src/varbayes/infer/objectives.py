@@ -17,6 +17,8 @@ guide. Reweighted wake-sleep and SIR are here too; they are estimators, not boun
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +44,9 @@ Objective = Callable[..., torch.Tensor]
 
 def elbo(*, kl_weight: float = 1.0, warmup: float = 1.0, analytic_kl: bool = False) -> Objective:
     """ELBO: E_q[log p(x, z) - log q(z)] (with the KL weight, warm-up and analytic KL options
-    of the one ELBO, `varbayes.infer.elbo.elbo_terms`)."""
+    of the one ELBO, `varbayes.infer.elbo_terms`)."""
+    _check_weight("elbo kl_weight", kl_weight)
+    _check_weight("elbo warmup", warmup)
 
     def objective(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         q = simulate(guide, *args, **kwargs)
@@ -177,6 +181,11 @@ def _with_dim(t: torch.Tensor, dim: int) -> torch.Tensor:
 def _check_count(what: str, k: Any) -> None:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise VarbayesError(f"{what} must be a positive integer; got {k!r}")
+
+
+def _check_weight(what: str, w: Any) -> None:
+    if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+        raise VarbayesError(f"{what} must be a finite number >= 0; got {w!r}")
 
 
 def _named(fn: Objective, name: str) -> Objective:

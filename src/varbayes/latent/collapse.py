@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch.distributions import Normal
 
+from varbayes.data.validate import check_finite
 from varbayes.errors import VarbayesError
 from varbayes.latent.kl import gaussian_kl_per_dim
 
@@ -128,6 +129,9 @@ def diagnose_collapse(
     x = torch.as_tensor(x)
     if x.ndim < 2 or len(x) < 2:
         raise VarbayesError(f"x must hold at least 2 examples as rows; got shape {tuple(x.shape)}")
+    check_finite(x, "x")
+    if c is not None:
+        check_finite(torch.as_tensor(c), "c")
     if c is not None and len(c) != len(x):
         raise VarbayesError(f"x has {len(x)} rows but c has {len(c)}")
     means, variances, p_means, p_vars = [], [], [], []

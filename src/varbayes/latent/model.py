@@ -19,6 +19,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from varbayes import infer
+from varbayes.data.validate import check_finite
 from varbayes.errors import VarbayesError, one_of
 from varbayes.io import atomic_write_json, save_tensors
 from varbayes.latent.likelihoods import Likelihood, make_likelihood
@@ -137,7 +138,10 @@ class CVAE(nn.Module):
             if x.ndim != 2 or x.shape[1] != self.spec.x_dim:
                 raise VarbayesError(f"{names[0]} has shape {tuple(x.shape)}; valid: "
                                     f"(n, {self.spec.x_dim})")
+            check_finite(x, names[0])
             self.likelihood.check(x, names[0])
+        if c is not None:
+            check_finite(c, names[1])
         width = 0 if c is None else (c.shape[1] if c.ndim == 2 else None)
         if width != self.spec.c_dim:
             got = "none" if c is None else f"shape {tuple(c.shape)}"

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.special import ndtr, ndtri
 
+from varbayes.errors import VarbayesError
+
 _HALF_MASS = 0.6744897501960817  # Phi^-1(0.75): P(|Z| <= 0.6745) = 1/2
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TINY = 1e-30
@@ -185,6 +187,8 @@ class BarDistribution(nn.Module):
         shared levels gives (..., Q), and a tensor of shape (..., Q) gives per-example levels."""
         scalar = isinstance(q, (float, int))
         levels = torch.as_tensor(q, dtype=logits.dtype, device=logits.device)
+        if not bool(((levels > 0) & (levels < 1)).all()):  # NaN fails too
+            raise VarbayesError(f"quantile levels must lie in (0, 1); got {q!r}")
         batch = logits.shape[:-1]
         if levels.dim() <= 1:
             lv = levels.reshape(-1).expand(*batch, levels.numel()).contiguous()

@@ -11,6 +11,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from varbayes.errors import VarbayesError
+
 VAR_FLOOR = 1e-6
 
 
@@ -22,7 +24,12 @@ def gaussian_params(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def nll_per_example(outputs: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """-log p(y | outputs) for each example: categorical or Gaussian."""
     if task == "classification":
-        return F.cross_entropy(outputs, y, reduction="none")
+        try:
+            return F.cross_entropy(outputs, y, reduction="none")
+        except IndexError:  # a label >= the number of outputs (or < 0), seen on the CPU
+            raise VarbayesError(f"labels must be integers 0..{outputs.shape[-1] - 1} for a "
+                                f"network with {outputs.shape[-1]} outputs; got labels "
+                                f"{int(y.min())}..{int(y.max())}") from None
     mean, var = gaussian_params(outputs)
     return 0.5 * (torch.log(2 * math.pi * var) + (y - mean) ** 2 / var)
 

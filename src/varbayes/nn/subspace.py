@@ -71,6 +71,8 @@ def sparsify(
     means (unless mu_init is "normal-0.01") and sigmas (unless sigma_init is "reference"), so
     density 1 with the default initialisation leaves the model untouched: plain mean-field VI.
     """
+    if not isinstance(model, nn.Module):
+        raise VarbayesError(f"sparsify expects a torch.nn.Module; got {type(model).__name__}")
     if not (isinstance(density, (int, float)) and 0 < density <= 1):
         raise VarbayesError(f"density must be in (0, 1]; got {density!r}")
     if mu_init not in MU_INITS:
@@ -81,6 +83,9 @@ def sparsify(
         raise one_of("compute", compute, COMPUTES)
     if not bayesian_layers(model):
         model = bayesianize(model, **bayes)
+        if not bayesian_layers(model):
+            raise VarbayesError("sparsify found no nn.Linear, nn.Conv1d or nn.Conv2d layer to "
+                                "make Bayesian and sparse in the model")
     elif bayes:
         raise VarbayesError(f"the model is already Bayesian; bayesianize settings "
                             f"{sorted(bayes)} have no effect")

@@ -22,11 +22,14 @@ strip's width (see `_pdf_one`).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import optimize, special, stats
 
+from varbayes.data.validate import check_seed
+from varbayes.errors import VarbayesError
 from varbayes.privacy.counts import AuditCounts, check_alpha, check_counts, check_delta
 from varbayes.privacy.region import fpr_bounds, implied_epsilon
 
@@ -69,16 +72,16 @@ class EpsilonPosterior:
 
     def cdf(self, epsilon: ArrayLike) -> np.ndarray | float:
         """P[eps <= epsilon]; includes the atom at 0, and is 0 below 0."""
-        return _elementwise(self._cdf_one, epsilon)
+        return _elementwise(self._cdf_one, _checked(epsilon, "epsilon", -math.inf, math.inf))
 
     def pdf(self, epsilon: ArrayLike) -> np.ndarray | float:
         """The density of epsilon on (0, inf) (the atom at 0, `cdf(0)`, is not part of it)."""
-        return _elementwise(self._pdf_one, epsilon)
+        return _elementwise(self._pdf_one, _checked(epsilon, "epsilon", -math.inf, math.inf))
 
     def ppf(self, q: ArrayLike) -> np.ndarray | float:
         """The smallest epsilon with cdf(epsilon) >= q: 0 when the atom at 0 covers q, infinity
         when the quantile lies above `EPS_MAX`."""
-        return _elementwise(self._ppf_one, q)
+        return _elementwise(self._ppf_one, _checked(q, "q", 0.0, 1.0))
 
     def interval(self, alpha: float = 0.05) -> tuple[float, float]:
         """Equal-tailed credible interval [F^-1(alpha/2), F^-1(1 - alpha/2)] (level 1 - alpha)."""
@@ -92,7 +95,9 @@ class EpsilonPosterior:
 
     def sample_rates(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """`n` posterior draws of (FPR, FNR)."""
-        rng = np.random.default_rng(seed)
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise VarbayesError(f"n must be a positive number of draws; got {n!r}")
+        rng = np.random.default_rng(check_seed(seed))
         return rng.beta(self._ay, self._by, n), rng.beta(self._ax, self._bx, n)
 
     def sample(self, n: int = 20_000, seed: int = 0) -> np.ndarray:
@@ -205,6 +210,18 @@ class EpsilonPosterior:
                 return lo, math.inf
             lo, hi = hi, min(EPS_MAX, hi + 2 * (hi - lo) + 0.1)
         return lo, hi
+
+
+def _checked(values: ArrayLike, name: str, lo: float, hi: float) -> np.ndarray:
+    """`values` as floats in [lo, hi] (NaN never is), or one line naming the problem."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise VarbayesError(f"{name} must be numbers; got {values!r}") from None
+    if not bool(np.all((arr >= lo) & (arr <= hi))):
+        bad = float(arr[~((arr >= lo) & (arr <= hi))].ravel()[0])
+        raise VarbayesError(f"{name} must be numbers in [{lo:g}, {hi:g}]; got {bad:g}")
+    return arr
 
 
 def _elementwise(fn, values: ArrayLike) -> np.ndarray | float:  # noqa: ANN001

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from varbayes.data.validate import check_finite
 from varbayes.errors import VarbayesError
 from varbayes.progress import progress
 from varbayes.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -117,6 +118,10 @@ def fit(
     """Train `learner` on (x_train, y_train) with the settings in `cfg`; see the module doc."""
     if len(x_train) == 0:
         raise VarbayesError("cannot train on an empty training set")
+    for name, t in (("x_train", x_train), ("y_train", y_train), ("x_val", x_val),
+                    ("y_val", y_val)):
+        if t is not None:  # NaN data is one line here, not a NaN loss some steps later
+            check_finite(t, name)
     fabric = make_fabric(cfg.accelerator)
     world, rank = fabric.world_size, fabric.global_rank
     optimizer = _make_optimizer(learner, cfg)

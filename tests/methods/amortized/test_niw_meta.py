@@ -134,6 +134,10 @@ def test_model_save_load_and_bad_input(tmp_path: Path) -> None:
         model.predict(xs, ys[:, :3], xq)
     with pytest.raises(VarbayesError, match="tasks"):
         model.predict(xs, ys, xq[:1])
+    with pytest.raises(VarbayesError, match=r"x_support must be numbers .*got str"):
+        model.predict("a", ys, xq)
+    with pytest.raises(VarbayesError, match=r"read as \(tasks, points\)"):
+        model.predict(torch.rand(5, 1), torch.rand(5, 1), torch.rand(7, 1))
 
 
 def test_maml_uses_validation_noise() -> None:

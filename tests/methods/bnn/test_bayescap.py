@@ -108,6 +108,7 @@ def test_save_and_load_a_user_model(tmp_path: Path) -> None:
         ({}, "nan", "NaN"),
         ({}, "shape", "frozen model outputs shape"),
         ({}, "length", "examples"),
+        ({}, "width", "frozen model failed on inputs of shape"),
     ],
 )
 def test_bad_input_is_one_line(settings: dict, data: str | None, match: str) -> None:
@@ -119,6 +120,8 @@ def test_bad_input_is_one_line(settings: dict, data: str | None, match: str) -> 
         y = torch.stack([y, y], 1)
     elif data == "length":
         y = y[:10]
+    elif data == "width":
+        x = torch.cat([x, x], 1)
     with pytest.raises(varbayes.VarbayesError, match=match) as err:
         varbayes.bayescap(frozen, **small(epochs=1), **settings).fit((x, y))
     assert "\n" not in str(err.value)

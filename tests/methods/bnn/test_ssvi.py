@@ -167,6 +167,20 @@ def test_python_api_on_a_custom_model() -> None:
     assert rep["layers"]["inp"]["active"] == rep["layers"]["inp"]["total"] == 24
 
 
+def test_python_api_refuses_bad_input_in_one_line() -> None:
+    from varbayes import ssvi
+
+    net = ssvi.sparsify(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)), 0.5, seed=0)
+    with pytest.raises(VarbayesError, match="contains 1 NaN"):
+        ssvi.predict(net, torch.tensor([[0.0, float("nan"), 1.0]]))
+    with pytest.raises(VarbayesError, match="empty"):
+        ssvi.predict(net, torch.zeros(0, 3))
+    with pytest.raises(VarbayesError, match=r"network failed on inputs of shape \(2, 5\)"):
+        ssvi.predict(net, torch.zeros(2, 5))
+    with pytest.raises(VarbayesError, match="unknown task 'classify'"):
+        ssvi.Learner(net, "classify", ssvi.Schedule())
+
+
 def test_flops_of_a_dense_run_are_mfvi_flops() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     layers = as_dense(layer_macs(varbayes.ssvi.sparsify(net, 0.5), torch.randn(1, 3)))

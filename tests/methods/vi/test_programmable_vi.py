@@ -109,3 +109,17 @@ def test_reproduce_quick(tmp_path: Path):
     rec = varbayes.reproduce("programmable-vi", quick=True, out=tmp_path, quiet=True)
     failed = [c["claim"] for c in rec["claims"] if not c["passed"]]
     assert rec["passed"], failed
+
+
+def test_vae_model_refuses_bad_images_in_one_line():
+    from varbayes.methods.vi.vae import VAE, VAEModel
+
+    model = VAEModel(VAE(n_in=64), {})
+    bad = torch.zeros(2, 64)
+    bad[1, 5] = float("nan")
+    for x, match in ((bad, "contains 1 NaN"), (torch.zeros(2, 10), "valid: shape \\(n, 64\\)"),
+                     (torch.zeros(0, 64), "empty")):
+        with pytest.raises(VarbayesError, match=match):
+            model.predict(x)
+        with pytest.raises(VarbayesError, match=match):
+            model.log_likelihood(x, k=2)

@@ -408,7 +408,8 @@ class NIWMetaModel:
                                 f"{tuple(ys.shape[:2])} must have the same (tasks, points)")
         if xq.shape[0] != xs.shape[0]:
             raise VarbayesError(f"x_query has {xq.shape[0]} tasks but the support has "
-                                f"{xs.shape[0]}")
+                                f"{xs.shape[0]}; valid: the same tasks (a 2-D array is read as "
+                                "(tasks, points); pass one task as (points,))")
         batch = TaskBatch(xs, ys, xq, torch.zeros_like(xq))
         means, variances = self.learner.predict(batch)
         mean = means.mean(0)
@@ -422,8 +423,12 @@ class NIWMetaModel:
 
 
 def _episode_array(a: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, torch.Tensor) \
-        else a.float()
+    try:
+        t = torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, torch.Tensor) \
+            else a.float()
+    except (TypeError, ValueError):
+        raise VarbayesError(f"{name} must be numbers of shape (tasks, points, 1) or (points,); "
+                            f"got {type(a).__name__}") from None
     if t.dim() == 1:
         t = t[None, :, None]
     elif t.dim() == 2:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from varbayes.config import setting
-from varbayes.errors import VarbayesError
+from varbayes.errors import VarbayesError, inputs_for
 from varbayes.io import atomic_write_json, save_tensors
 from varbayes.method import ReproduceContext, Reproduction, RunContext, RunOutput
 from varbayes.models import FORMAT, read_model
@@ -208,7 +208,7 @@ class BayesCap:
         device = next((p.device for p in self.frozen.parameters()), torch.device("cpu"))
         self.frozen.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), inputs_for("the frozen model", tuple(x.shape)):
                 out = torch.cat([_as_output(self.frozen(x[i:i + batch_size].to(device)))
                                  for i in range(0, len(x), batch_size)]).cpu().float()
         finally:

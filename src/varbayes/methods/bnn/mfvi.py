@@ -19,7 +19,8 @@ from torch import nn
 
 from varbayes import metrics
 from varbayes.config import setting
-from varbayes.errors import VarbayesError
+from varbayes.data.validate import TASKS
+from varbayes.errors import VarbayesError, one_of
 from varbayes.evaluation import predict_test
 from varbayes.infer.elbo import elbo_loss
 from varbayes.method import ReproduceContext, Reproduction, RunContext, RunOutput
@@ -89,6 +90,8 @@ class VariationalLearner(Learner):
     def __init__(self, network: nn.Module, task: str, kl_weight: float = 1.0,
                  warmup: float = 0.5, rho_lr_scale: float = 10.0, val_samples: int = 10) -> None:
         super().__init__()
+        if task not in TASKS:
+            raise one_of("task", task, TASKS)
         self.network, self.task = network, task
         self.kl_weight, self.warmup = kl_weight, warmup
         self.rho_lr_scale, self.val_samples = rho_lr_scale, val_samples

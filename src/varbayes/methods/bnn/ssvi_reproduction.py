@@ -568,10 +568,9 @@ class _ValidationContext(RunContext):
 def _validation_run(method: str, dataset: str, seed: int, cfg: Any, out: Path,
                     quiet: bool) -> dict[str, Any]:
     import torch
-    from safetensors.torch import save_file
 
     from varbayes.evaluation import predict_test
-    from varbayes.io import atomic_write_json
+    from varbayes.io import atomic_write_json, save_tensors
     from varbayes.report import result_record
 
     ctx = _ValidationContext(method, dataset, seed, 0, out, False, quiet)
@@ -585,8 +584,7 @@ def _validation_run(method: str, dataset: str, seed: int, cfg: Any, out: Path,
     torch.manual_seed(seed)
     with torch.no_grad():
         probs = predict_test(output.model, val.x_test)
-    save_file({"probs": probs.double().contiguous(), "labels": val.y_test.contiguous()},
-              str(out / VAL_PROBS))
+    save_tensors(out / VAL_PROBS, {"probs": probs.double(), "labels": val.y_test})
     atomic_write_json(out / "result.json", record)
     return record
 

@@ -70,7 +70,7 @@ class VAEModel:
         self.vae, self.meta = vae, dict(meta)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x, dtype=torch.float32)
+        x = self._check(x)
         with torch.no_grad():
             loc, _ = self.vae.encoder(x).chunk(2, -1)
             return torch.sigmoid(self.vae.decoder(loc))
@@ -78,7 +78,13 @@ class VAEModel:
     def log_likelihood(self, x: torch.Tensor, k: int = 100) -> torch.Tensor:
         with torch.no_grad():
             return infer.estimate(infer.iwelbo(k), self.vae.model, self.vae.guide,
-                                  torch.as_tensor(x, dtype=torch.float32), plates=1).value
+                                  self._check(x), plates=1).value
+
+    def _check(self, x: Any) -> torch.Tensor:
+        """Images as (n, n_in) float32, finite and non-empty, or one line saying what is wrong."""
+        from varbayes.data import check_arrays
+
+        return check_arrays(x, input_shape=(self.vae.sizes["n_in"],))[0]
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
