@@ -35,11 +35,23 @@ def test_out_that_cannot_be_a_folder_is_refused_before_running(
         varbayes.reproduce("deterministic", out=out, quiet=True)
 
 
-def test_resume_with_nothing_to_resume_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(varbayes.VarbayesError, match="no checkpoint in .*run without --resume"):
-        varbayes.run("deterministic", "two-moons", out=tmp_path, resume=True, quiet=True,
-                     epochs=1)
-    assert not (tmp_path / "result.json").exists()
+def test_resume_with_nothing_to_resume_starts_from_the_beginning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped before its first checkpoint resumes by starting again, with a notice,
+    and ends with the result of a run started without --resume."""
+    from varbayes import runner
+
+    said: list[str] = []
+    monkeypatch.setattr(runner, "announce", lambda message, disable=False: said.append(message))
+    fresh = varbayes.run("deterministic", "two-moons", out=tmp_path / "a", quiet=True, epochs=1)
+    assert not said
+    resumed = varbayes.run("deterministic", "two-moons", out=tmp_path / "b", resume=True,
+                           quiet=True, epochs=1)
+    assert len(said) == 1 and "no checkpoint in" in said[0]
+    timed = {"train_seconds"}
+    assert ({k: v for k, v in resumed["metrics"].items() if k not in timed}
+            == {k: v for k, v in fresh["metrics"].items() if k not in timed})
 
 
 def test_resume_of_all_splits_resumes_only_the_started_ones(
@@ -54,8 +66,6 @@ def test_resume_of_all_splits_resumes_only_the_started_ones(
         return RunOutput({"rmse": 1.0})
 
     monkeypatch.setattr(deterministic, "run", fake_run)
-    with pytest.raises(varbayes.VarbayesError, match="no checkpoint"):
-        varbayes.run("deterministic", "boston", split="all", out=tmp_path, resume=True)
     (tmp_path / "split-3" / "checkpoints").mkdir(parents=True)
     (tmp_path / "split-3" / "checkpoints" / "last.json").write_text("{}")
     varbayes.run("deterministic", "boston", split="all", out=tmp_path, resume=True, quiet=True)

@@ -61,8 +61,11 @@ def run(
     ctx = RunContext(method, dataset, seed, split, out, resume, quiet)
     _check_out(out)
     if resume and not _has_checkpoints(ctx.checkpoint_dir):
-        raise VarbayesError(f"--resume: no checkpoint in {ctx.checkpoint_dir} to continue "
-                            "from; run without --resume to start")
+        # a run stopped before its first checkpoint resumes by starting again (same seed, same
+        # result), so a job script can always pass --resume
+        announce(f"--resume: no checkpoint in {ctx.checkpoint_dir} yet; starting from the "
+                 "beginning", disable=quiet)
+        ctx = RunContext(method, dataset, seed, split, out, False, quiet)
     seed_everything(seed)
     start = time.perf_counter()
     output: RunOutput = mod.run(cfg, ctx)
@@ -125,9 +128,6 @@ def _run_all_splits(
     folders = [out / f"split-{k}" for k in range(total)]
     started = [_has_checkpoints(RunContext(method, dataset, out=f).checkpoint_dir)
                for f in folders]
-    if resume and not any(started):
-        raise VarbayesError(f"--resume: no checkpoint in {out}/split-*/checkpoints to continue "
-                            "from; run without --resume to start")
     records = []
     for k in range(total):
         announce(f"{method} on {dataset}: split {k + 1}/{total}", disable=quiet)
