@@ -76,3 +76,43 @@ def test_resume_of_all_splits_resumes_only_the_started_ones(
 def test_a_split_that_is_not_an_integer_is_refused(split: object, tmp_path: Path) -> None:
     with pytest.raises(varbayes.VarbayesError, match="--split expects an integer"):
         varbayes.run("deterministic", "boston", split=split, out=tmp_path, quiet=True)  # type: ignore[arg-type]
+
+
+def test_a_refused_run_removes_the_empty_folder_it_created_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from varbayes.methods.baselines import deterministic
+
+    def refuses(cfg: object, ctx: object) -> RunOutput:
+        raise varbayes.VarbayesError("a method-level check failed")
+
+    monkeypatch.setattr(deterministic, "run", refuses)
+    new = tmp_path / "new" / "deeper" / "run"  # parents created by this call go too
+    with pytest.raises(varbayes.VarbayesError, match="method-level"):
+        varbayes.run("deterministic", "two-moons", out=new, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(varbayes.VarbayesError, match="method-level"):
+        varbayes.reproduce("deterministic", out=new, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+    existing = tmp_path / "existing"  # a folder that was there before is kept, even empty
+    existing.mkdir()
+    with pytest.raises(varbayes.VarbayesError):
+        varbayes.run("deterministic", "two-moons", out=existing, quiet=True)
+    assert existing.is_dir()
+
+
+def test_a_failed_run_keeps_a_new_folder_that_has_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from varbayes.methods.baselines import deterministic
+
+    def writes_then_fails(cfg: object, ctx: object) -> RunOutput:
+        (ctx.out / "checkpoints").mkdir()  # type: ignore[attr-defined]
+        (ctx.out / "checkpoints" / "last.pt").write_text("state")  # type: ignore[attr-defined]
+        raise RuntimeError("killed after a checkpoint")
+
+    monkeypatch.setattr(deterministic, "run", writes_then_fails)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        varbayes.run("deterministic", "two-moons", out=out, quiet=True)
+    assert (out / "checkpoints" / "last.pt").read_text() == "state"

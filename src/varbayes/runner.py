@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,25 +61,25 @@ def run(
         return _run_all_splits(mod, method, dataset, cfg, seed, out, resume, quiet)
     split = _check_split(dataset, split)
     ctx = RunContext(method, dataset, seed, split, out, resume, quiet)
-    _check_out(out)
-    if resume and not _has_checkpoints(ctx.checkpoint_dir):
-        # a run stopped before its first checkpoint resumes by starting again (same seed, same
-        # result), so a job script can always pass --resume
-        announce(f"--resume: no checkpoint in {ctx.checkpoint_dir} yet; starting from the "
-                 "beginning", disable=quiet)
-        ctx = RunContext(method, dataset, seed, split, out, False, quiet)
-    seed_everything(seed)
-    start = time.perf_counter()
-    output: RunOutput = mod.run(cfg, ctx)
-    total = time.perf_counter() - start
-    extra = {"split": split} if _splits(dataset) > 1 else {}
-    record = result_record(
-        method, dataset, seed, cfg.to_dict(), output.metrics,
-        {**output.timing, "total_seconds": round(total, 3)},
-        **extra, details=output.details,
-    )
-    if _is_main_process():
-        _write_run(out, record, output)
+    with _output_folder(out):
+        if resume and not _has_checkpoints(ctx.checkpoint_dir):
+            # a run stopped before its first checkpoint resumes by starting again (same seed, same
+            # result), so a job script can always pass --resume
+            announce(f"--resume: no checkpoint in {ctx.checkpoint_dir} yet; starting from the "
+                     "beginning", disable=quiet)
+            ctx = RunContext(method, dataset, seed, split, out, False, quiet)
+        seed_everything(seed)
+        start = time.perf_counter()
+        output: RunOutput = mod.run(cfg, ctx)
+        total = time.perf_counter() - start
+        extra = {"split": split} if _splits(dataset) > 1 else {}
+        record = result_record(
+            method, dataset, seed, cfg.to_dict(), output.metrics,
+            {**output.timing, "total_seconds": round(total, 3)},
+            **extra, details=output.details,
+        )
+        if _is_main_process():
+            _write_run(out, record, output)
     return record
 
 
@@ -91,12 +93,12 @@ def reproduce(
     """Run the method's reproduction, print its claim table and write reproduction.json."""
     mod = registry.module(method)
     out = Path(out) if out is not None else Path("runs") / f"reproduce-{method}"
-    _check_out(out)
-    ctx = ReproduceContext(method, quick, out, quiet=quiet)
-    seed_everything(0)
-    start = time.perf_counter()
-    rep = mod.reproduce(ctx)
-    seconds = time.perf_counter() - start
+    with _output_folder(out):
+        ctx = ReproduceContext(method, quick, out, quiet=quiet)
+        seed_everything(0)
+        start = time.perf_counter()
+        rep = mod.reproduce(ctx)
+        seconds = time.perf_counter() - start
     record = reproduction_record(method, quick, rep, seconds)
     if _is_main_process():
         figures = [save_figure(f, out / f"{name}.png").name for name, f in rep.figures.items()]
@@ -157,10 +159,29 @@ def _run_all_splits(
     return record
 
 
-def _check_out(out: Path) -> None:
-    """Create the output folder now, so that a bad --out fails before anything runs."""
+@contextmanager
+def _output_folder(out: Path) -> Iterator[None]:
+    """Check and create `out` before the method runs (`_check_out`); if the run then fails,
+    remove the folders this call created as long as nothing was written into them, so a
+    refused setting leaves no empty folder behind. Folders that existed are never touched."""
+    created = _check_out(out)
+    try:
+        yield
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+
+
+def _check_out(out: Path) -> Path | None:
+    """Create the output folder now, so that a bad --out fails before anything runs. Returns
+    the topmost folder this call created (None when `out` already existed)."""
     if out.exists() and not out.is_dir():
         raise VarbayesError(f"--out {out} is an existing file; valid: a folder, new or existing")
+    created = None
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        created = folder
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -168,6 +189,22 @@ def _check_out(out: Path) -> None:
                             "in a writable place") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise VarbayesError(f"--out {out} is not writable; valid: a folder in a writable place")
+    return created
+
+
+def _remove_if_empty(created: Path | None) -> None:
+    """Remove `created` and the folders below it, only if none holds anything but folders
+    (rmdir refuses a non-empty folder, so nothing written can be lost)."""
+    if created is None or created.is_symlink() or not created.is_dir():
+        return
+    inside = list(created.rglob("*"))
+    if any(p.is_symlink() or not p.is_dir() for p in inside):
+        return
+    try:
+        for folder in sorted(inside, key=lambda p: len(p.parts), reverse=True) + [created]:
+            folder.rmdir()
+    except OSError:
+        pass  # another process (a DDP rank) removed or wrote into it first: leave it
 
 
 def _has_checkpoints(folder: Path) -> bool:

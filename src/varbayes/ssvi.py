@@ -49,7 +49,7 @@ def predict(network: nn.Module, x: torch.Tensor, n_samples: int = 30) -> torch.T
     was_training = network.training
     network.eval()
     try:
-        with torch.no_grad(), inputs_for("the network", tuple(x.shape)):
+        with torch.no_grad(), inputs_for("the network", tuple(x.shape), network):
             return torch.softmax(mc_sampler("weights")(network, x, n_samples), -1).mean(0)
     finally:
         network.train(was_training)

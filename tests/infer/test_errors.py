@@ -181,3 +181,15 @@ def test_nan_data_is_one_line_in_fit_and_evaluate(paired: bool) -> None:
     one_line(e)
     with pytest.raises(VarbayesError, match="contains 1 NaN"):
         infer.evaluate(infer.elbo(), model, guide, data)
+
+
+@pytest.mark.parametrize("entry", ["fit", "evaluate"])
+@pytest.mark.parametrize(("which", "bad"), [("objective", "elbo"), ("model", None),
+                                            ("guide", 3)])
+def test_a_program_that_is_not_callable_is_one_line(entry: str, which: str, bad: object) -> None:
+    programs = {"objective": infer.elbo(), "model": model, "guide": guide, which: bad}
+    call = getattr(infer, entry)
+    with pytest.raises(VarbayesError) as e:
+        call(programs["objective"], programs["model"], programs["guide"], torch.zeros(4, 1))
+    msg = one_line(e)
+    assert f"the {which} must be callable" in msg and type(bad).__name__ in msg

@@ -166,3 +166,25 @@ def test_shards_cover_each_index_once(n: int, world: int) -> None:
     assert covered == list(range(n))
     sizes = [b - a for a, b in bounds]
     assert max(sizes) - min(sizes) <= 1
+
+
+def test_inputs_of_the_wrong_width_are_one_line_naming_shape_and_first_layer() -> None:
+    x, y = data(40)
+    with pytest.raises(VarbayesError) as e:
+        fit(Regression(), torch.cat([x, x[:, :2]], 1), y, cfg(epochs=1), quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "(40, 5)" in msg
+    assert "its first layer, Linear, takes 3 input features" in msg
+
+
+def test_an_error_after_the_first_step_is_not_called_bad_input() -> None:
+    class FailsLater(Regression):
+        def training_loss(self, x: torch.Tensor, y: torch.Tensor, step: Step) -> torch.Tensor:
+            if step.step == 2:
+                raise RuntimeError("a bug in the learner")
+            return super().training_loss(x, y, step)
+
+    x, y = data(64)
+    with pytest.raises(RuntimeError, match="a bug in the learner") as e:
+        fit(FailsLater(), x, y, cfg(epochs=1), quiet=True)
+    assert not isinstance(e.value, VarbayesError)

@@ -60,6 +60,7 @@ class ObjectiveLearner(Learner):
         compile: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
+        _check_programs(objective, model, guide)
         if not isinstance(compile, (bool, Mapping)):
             raise VarbayesError(f"compile must be True, False or a dict of compile_loss "
                                 f"settings; got {type(compile).__name__}")
@@ -186,6 +187,17 @@ def evaluate(
     values = torch.cat(parts).double()
     se = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
     return float(values.mean()), se
+
+
+def _check_programs(objective: Any, model: Any, guide: Any) -> None:
+    """Objective, model and guide must be callables: checked once per fit or evaluate (a
+    string such as "elbo" or None would otherwise fail inside the first step)."""
+    for what, fn, valid in (("objective", objective, "an objective such as infer.elbo()"),
+                            ("model", model, "a program (a function or module)"),
+                            ("guide", guide, "a program (a function or module)")):
+        if not callable(fn):
+            raise VarbayesError(f"the {what} must be callable; got {type(fn).__name__} "
+                                f"{fn!r:.40}; valid: {valid}")
 
 
 def _as_arrays(data: Data) -> tuple[torch.Tensor, torch.Tensor]:

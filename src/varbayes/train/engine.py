@@ -2,9 +2,10 @@
 
 A `Learner` is an `nn.Module` that knows its loss; the engine owns the rest: devices and DDP,
 the seeded data order, optimiser and learning-rate schedule, gradient clipping, NaN/Inf
-checks that name the step and parameter, validation with early stopping, progress bars, and
-atomic checkpoints from which `resume=True` continues to the same result as an uninterrupted
-run (same seed, CPU).
+checks that name the step and parameter, inputs the network cannot take (the first step's
+error becomes one line naming the shape and what the first layer takes), validation with
+early stopping, progress bars, and atomic checkpoints from which `resume=True` continues to
+the same result as an uninterrupted run (same seed, CPU).
 
 Under DDP every step takes one global batch of the seeded permutation and each rank a strided
 slice of it; the loss is reweighted by the slice size so the averaged gradient equals the
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from varbayes.data.validate import check_finite
-from varbayes.errors import VarbayesError
+from varbayes.errors import VarbayesError, input_error
 from varbayes.progress import progress
 from varbayes.train.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from varbayes.train.config import TrainConfig
@@ -148,6 +149,7 @@ def fit(
 
     start_time = time.perf_counter() - loop["seconds"]
     t = loop["step"]
+    first = t + 1  # the step whose input error is bad input, not a bug in training
     with progress(total, description, disable=quiet) as bar:
         bar.advance(t)
         while t < total and not loop["stopped_early"]:
@@ -165,7 +167,12 @@ def fit(
                     cfg.lr_schedule, t - 1, total, epoch0, cfg.epochs, cfg.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
             learner.train()
-            loss = model.training_loss(x_train[local], y_train[local], info)
+            try:  # free when nothing is raised; only the first step's error is rewritten
+                loss = model.training_loss(x_train[local], y_train[local], info)
+            except RuntimeError as e:
+                if t != first or isinstance(e, (NotImplementedError, torch.OutOfMemoryError)):
+                    raise
+                raise input_error("the network", tuple(x_train.shape), e, learner) from None
             if cfg.check_finite and not torch.isfinite(loss):
                 raise NonFiniteError(_nonfinite_message("training loss", learner, info, cfg))
             weight = len(local) * world / len(idx)

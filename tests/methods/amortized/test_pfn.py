@@ -103,8 +103,15 @@ def test_bad_input_is_one_line(trained: pfn.PFN) -> None:
         reg.fit(x, np.zeros(4))
     with pytest.raises(VarbayesError, match="quantile"):
         pfn.PFNRegressor(trained, quantiles=(0.0, 0.5))
+    max_context = trained.cfg.max_context
+    with pytest.raises(VarbayesError) as e:
+        reg.fit(np.random.rand(max_context + 10, 1), np.zeros(max_context + 10))
+    msg = str(e.value)
+    assert "\n" not in msg and f"{max_context + 10} points" in msg and f"the {max_context} " in msg
+    reg.fit(np.random.rand(max_context, 1), np.zeros(max_context))  # the longest it was trained on
+    longer = pfn.PFNRegressor(trained, allow_long_context=True)
     with pytest.warns(UserWarning, match="exceeds"):
-        reg.fit(np.random.rand(30, 1), np.zeros(30))
+        longer.fit(np.random.rand(max_context + 10, 1), np.zeros(max_context + 10))
 
 
 def test_save_and_load_give_identical_predictions(trained: pfn.PFN, tmp_path: Path) -> None:

@@ -434,10 +434,16 @@ class PFNRegressor:
     `normalize_y=True` the context targets are standardised before the forward pass and the
     predictive is mapped back (densities included), otherwise y is used in the prior's units.
     Before `fit`, predictions are the prior predictive (an empty context).
+
+    A context longer than the model's training contexts (`cfg.max_context`) is refused: the
+    transformer runs on it (no positional encoding), but out of its training distribution,
+    where PFNs extrapolate poorly (the spec's pitfall: evaluate at context sizes seen in
+    training), so its predictive would be silently unreliable. `allow_long_context=True`
+    accepts it with a warning instead.
     """
 
     def __init__(self, model: PFN | str | Path, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95),
-                 normalize_y: bool = False) -> None:
+                 normalize_y: bool = False, allow_long_context: bool = False) -> None:
         if isinstance(model, (str, Path)):
             from varbayes.models import load
 
@@ -448,6 +454,7 @@ class PFNRegressor:
         if not all(0 < q < 1 for q in quantiles):
             raise VarbayesError(f"quantile levels must lie in (0, 1); got {quantiles}")
         self.model, self.quantiles, self.normalize_y = model, tuple(quantiles), normalize_y
+        self.allow_long_context = allow_long_context
         d = model.prior.x_dim
         self.x_ctx = torch.zeros(0, d)
         self.y_ctx = torch.zeros(0)
@@ -462,7 +469,8 @@ class PFNRegressor:
         return cls(model, **kwargs)
 
     def fit(self, X: Any, y: Any) -> PFNRegressor:
-        """Store (X, y) as the context; checks shapes, finiteness and the input domain."""
+        """Store (X, y) as the context; checks shapes, finiteness, the input domain and the
+        context length (at most the training contexts' `max_context`; see the class doc)."""
         x = self._check_x(X, "X")
         yt = _as_tensor(y, "y")
         if yt.dim() == 2 and yt.shape[1] == 1:
@@ -470,10 +478,14 @@ class PFNRegressor:
         if yt.dim() != 1 or len(yt) != len(x):
             raise VarbayesError(f"y must have shape ({len(x)},) to match X; got "
                                 f"{tuple(yt.shape)}")
-        if len(x) > self.model.cfg.max_context:
-            warnings.warn(f"context of {len(x)} points exceeds the {self.model.cfg.max_context} "
-                          "this PFN was trained with; PFNs extrapolate poorly to longer contexts",
-                          stacklevel=2)
+        most = self.model.cfg.max_context
+        if len(x) > most and not self.allow_long_context:
+            raise VarbayesError(f"context of {len(x)} points exceeds the {most} this PFN was "
+                                f"trained with (max_context); valid: at most {most} points, or "
+                                "allow_long_context=True to run out of its training range")
+        if len(x) > most:
+            warnings.warn(f"context of {len(x)} points exceeds the {most} this PFN was trained "
+                          "with; PFNs extrapolate poorly to longer contexts", stacklevel=2)
         if self.normalize_y and len(yt) > 1:
             self.loc, self.scale = float(yt.mean()), float(yt.std().clamp_min(1e-8))
         else:

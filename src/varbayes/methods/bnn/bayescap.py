@@ -208,7 +208,7 @@ class BayesCap:
         device = next((p.device for p in self.frozen.parameters()), torch.device("cpu"))
         self.frozen.eval()
         try:
-            with torch.no_grad(), inputs_for("the frozen model", tuple(x.shape)):
+            with torch.no_grad(), inputs_for("the frozen model", tuple(x.shape), self.frozen):
                 out = torch.cat([_as_output(self.frozen(x[i:i + batch_size].to(device)))
                                  for i in range(0, len(x), batch_size)]).cpu().float()
         finally:
