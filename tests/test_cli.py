@@ -50,7 +50,6 @@ def test_list_shows_settings(capsys: pytest.CaptureFixture) -> None:
         (["run", "deterministic", "--dataset", "cifar10", "--set", "data_dir=/nonexistent"],
          "no CIFAR-10 python batches"),
         (["run", "dp-bayes-estimate", "--seed", "-1"], "seed must be a non-negative integer"),
-        (["run", "deterministic", "--dataset", "two-moons", "--resume"], "no checkpoint in"),
         (["reproduce", "nope"], "unknown method"),
         (["bench", "nope", "--dir", "benchmarks"], "unknown benchmark"),
     ],
