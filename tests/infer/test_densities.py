@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poisson
+from torch.distributions import Bernoulli, Categorical, Independent, Laplace, Normal, Poisson
 
 from varbayes.infer import densities
+from varbayes.infer.distributions import Normal as LeanNormal
+from varbayes.infer.sites import Site
 
 
 def _grads(t: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -114,3 +116,105 @@ def test_constant_normal_of_inference_tensors_is_scored_without_a_cache() -> Non
         for _ in range(3):
             torch.testing.assert_close(densities.log_prob(fn, v), fn.log_prob(v))
     torch.testing.assert_close(densities.log_prob(fn, v.clone()), fn.log_prob(v))
+
+
+def _guide_draw(wrap: int, lean: bool, shape=(4, 3)):
+    loc = torch.randn(*shape, requires_grad=True)
+    log_scale = (0.3 * torch.randn(*shape)).requires_grad_()
+    base = (LeanNormal.from_log_scale(loc, log_scale, validate_args=False) if lean
+            else Normal(loc, log_scale.exp(), validate_args=False))
+    q = Independent(base, wrap) if wrap else base
+    value, eps = densities.rsample(q)
+    return q, value, eps, [loc, log_scale]
+
+
+def _prior(kind: str, wrap: int, shape=(4, 3)):
+    params: list[torch.Tensor] = []
+    if kind == "standard":
+        base = Normal(torch.zeros(shape), torch.ones(shape), validate_args=False)
+    elif kind == "fixed":
+        base = Normal(torch.full(shape, 0.7), torch.full(shape, 1.8), validate_args=False)
+    else:  # learned
+        loc, scale = torch.randn(shape, requires_grad=True), torch.rand(shape).add(0.5)
+        scale.requires_grad_()
+        base, params = Normal(loc, scale, validate_args=False), [loc, scale]
+    return (Independent(base, wrap) if wrap else base), params
+
+
+@pytest.mark.parametrize("wrap", [0, 1, 2])
+@pytest.mark.parametrize("lean", [False, True])
+@pytest.mark.parametrize("kind", ["standard", "fixed", "learned"])
+def test_log_ratio_matches_the_two_log_probs_and_torch(wrap: int, lean: bool, kind: str) -> None:
+    """log q - log p fused: the value and every gradient of the unfused difference and of
+    torch's own log_probs, on every scoring of p (a fixed p's cache starts at the second)."""
+    torch.manual_seed(wrap)
+    p, p_params = _prior(kind, wrap)
+    for _ in range(3):
+        q, value, eps, q_params = _guide_draw(wrap, lean)
+        fused = densities.log_ratio(q, p, value, eps)
+        assert fused is not None
+        unfused = densities.log_prob(q, value, eps) - densities.log_prob(p, value)
+        ref = q.log_prob(value) - p.log_prob(value)
+        assert fused.shape == ref.shape
+        torch.testing.assert_close(fused, unfused)
+        torch.testing.assert_close(fused, ref)
+        params = q_params + p_params
+        for g, u, r in zip(_grads(fused, params), _grads(unfused, params), _grads(ref, params)):
+            torch.testing.assert_close(g, u, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+
+
+def test_log_ratio_of_a_standard_prior_is_the_same_bits_before_and_after_its_cache() -> None:
+    """The standard shortcut (from p's second scoring) is bit-identical to the general form
+    (first scoring), value and gradients: the fast and general estimate paths, which see a
+    new prior object in a different order, must agree exactly."""
+    torch.manual_seed(5)
+    loc = torch.randn(6, 4, requires_grad=True)
+    log_scale = torch.randn(6, 4, requires_grad=True)
+    q = Independent(LeanNormal.from_log_scale(loc, log_scale, validate_args=False), 1)
+    value, eps = densities.rsample(q)
+    results = []
+    for _ in range(3):  # new object, seen once, cached
+        p = Independent(Normal(torch.zeros(6, 4), torch.ones(6, 4), validate_args=False), 1)
+        for _ in range(len(results) + 1):
+            lr = densities.log_ratio(q, p, value, eps)
+        results.append((lr, _grads(lr, [loc, log_scale])))
+    assert "_varbayes_const" in p.base_dist.__dict__
+    for lr, grads in results[1:]:
+        torch.testing.assert_close(lr, results[0][0], rtol=0, atol=0)
+        for g, g0 in zip(grads, results[0][1]):
+            torch.testing.assert_close(g, g0, rtol=0, atol=0)
+
+
+def test_log_ratio_falls_back_where_it_has_no_fused_form() -> None:
+    q, value, eps, _ = _guide_draw(1, True)
+    p, _ = _prior("standard", 1)
+    assert densities.log_ratio(q, p, value, eps) is not None
+    assert densities.log_ratio(q, p, value, eps.clone().requires_grad_()) is None
+    validating = Independent(Normal(torch.zeros(4, 3), torch.ones(4, 3), validate_args=True), 1)
+    assert densities.log_ratio(q, validating, value, eps) is None
+    assert densities.log_ratio(q, p.base_dist, value, eps) is None  # event dims differ
+    assert densities.log_ratio(q, Independent(p.base_dist, 2), value, eps) is None
+    broadcast = Independent(Normal(torch.zeros(3), torch.ones(3), validate_args=False), 1)
+    assert densities.log_ratio(q, broadcast, value, eps) is None  # p's shape broadcasts
+    wide = Normal(torch.zeros(4, 3, dtype=torch.float64), torch.ones(4, 3, dtype=torch.float64),
+                  validate_args=False)
+    assert densities.log_ratio(q, Independent(wide, 1), value, eps) is None  # would promote
+    laplace = Independent(Laplace(torch.zeros(4, 3), torch.ones(4, 3)), 1)
+    assert densities.log_ratio(q, laplace, value, eps) is None
+    fixed_scale = Independent(LeanNormal(torch.zeros(4, 3), 0.5, validate_args=False), 1)
+    assert densities.log_ratio(q, fixed_scale, value, eps) is None  # its own closed form
+
+
+def test_site_log_ratio_reuses_computed_log_probs() -> None:
+    """`Site.log_ratio` subtracts cached log-densities (wanted elsewhere) instead of fusing."""
+    q, value, eps, _ = _guide_draw(1, True)
+    p, _ = _prior("standard", 1)
+    guide_site, model_site = Site("z", q), Site("z", p, value)
+    guide_site.value, guide_site._eps = value, eps
+    fused = guide_site.log_ratio(model_site)
+    assert guide_site._log_prob is None and model_site._log_prob is None
+    cached = guide_site.log_prob
+    unfused = guide_site.log_ratio(model_site)
+    torch.testing.assert_close(unfused, cached - model_site.log_prob, rtol=0, atol=0)
+    torch.testing.assert_close(fused, unfused)

@@ -10,6 +10,13 @@ plain gather for a Categorical at values of its batch shape; it falls back to th
 distribution's own `log_prob` for everything else, and whenever the distribution validates its
 arguments (so that invalid values still raise torch's error).
 
+`log_ratio(q, p, value, eps)` is log q(v) - log p(v) of one latent choice (the ELBO's term,
+`Site.log_ratio`) in one expression where q is such a Normal draw and p a Normal of the
+value's shape with the same event dims: -eps^2/2 - log s_q + d^2/2 + log s_p, d = (v - loc_p)
+/ s_p, in which the log sqrt(2 pi) cancel; against a standard p (d = v, log s_p = 0) it is 3
+autograd nodes where the two log-densities and their difference take 5. It returns None for
+every other pair (and for validating objects), and the caller subtracts the two `log_prob`s.
+
 A Normal whose parameters carry no gradient (a fixed prior) that is scored a second time
 keeps its normaliser log scale + log sqrt(2 pi) on the distribution object, and whether it is
 standard (loc 0, scale 1: then eps is the value itself), so a program that reuses the object
@@ -106,6 +113,44 @@ def log_prob(fn: Distribution, value: torch.Tensor,
     if dims:
         lp = lp.sum(-1) if dims == 1 else lp.sum(tuple(range(-dims, 0)))
     return lp.neg_() if negate else lp
+
+
+def log_ratio(q: Distribution, p: Distribution, value: torch.Tensor,
+              eps: torch.Tensor) -> torch.Tensor | None:
+    """log q(value) - log p(value) summed over event dims in one fused expression, for a
+    Normal q (bare or in `Independent`) drawn by `rsample` (`eps` its noise, no gradient)
+    and a Normal p with the same event dims and the value's batch shape and dtype; None for
+    every other pair (the caller then subtracts the two `log_prob`s)."""
+    if eps.requires_grad:
+        return None
+    dims = 0
+    if type(q) in _INDEPENDENT:
+        dims = q.reinterpreted_batch_ndims
+        if type(p) not in _INDEPENDENT or p.reinterpreted_batch_ndims != dims:
+            return None
+        q, p = q.base_dist, p.base_dist
+    if (type(q) not in _NORMAL or type(p) not in _NORMAL or q._validate_args
+            or p._validate_args or "_scalar_scale" in q.__dict__
+            or "_scalar_scale" in p.__dict__):
+        return None
+    shape = value.shape
+    if eps.shape != shape or p.loc.shape != shape or p.loc.dtype != value.dtype:
+        return None  # would broadcast or promote differently from the two log_probs
+    # -eps^2/2 - log s_q + d^2/2 + log s_p with d = (v - loc_p) / s_p: the log sqrt(2 pi)
+    # cancel. A standard p (known from its second scoring on) skips d and log s_p, which
+    # are then exactly v and 0: the same bits either way, however often p was seen.
+    t = eps.square().mul_(-0.5)
+    const = _constant_normal(p)
+    if const is not None and const[0]:
+        d = value
+    else:
+        d = (value - p.loc) / p.scale
+        t = t.add_(p.scale.log()) if not p.scale.requires_grad else t + p.scale.log()
+    log_scale = getattr(q, "_log_scale", None)
+    lr = addcmul(t, d, d, value=0.5).sub(q.scale.log() if log_scale is None else log_scale)
+    if dims:
+        lr = lr.sum(-1) if dims == 1 else lr.sum(tuple(range(-dims, 0)))
+    return lr
 
 
 def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:

@@ -184,6 +184,8 @@ def _check_count(what: str, k: Any) -> None:
 
 
 def _check_weight(what: str, w: Any) -> None:
+    if type(w) is float and 0.0 <= w < math.inf:  # the usual case, without the ABC check
+        return
     if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
         raise VarbayesError(f"{what} must be a finite number >= 0; got {w!r}")
 

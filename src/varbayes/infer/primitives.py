@@ -122,7 +122,7 @@ def log_weight(
             q_site = q_sites.get(site.name)
             if q_site is None:
                 raise VarbayesError(f"site {site.name!r} of the model is not in the guide trace")
-            t = _kl(q_site, site) if analytic_kl else q_site.log_prob - site.log_prob
+            t = _kl(q_site, site) if analytic_kl else q_site.log_ratio(site)
         shape = t.shape
         if plates and (len(shape) < plates or shape[-1] == 1 and shape[-plates:].numel() == 1):
             global_kl = t if global_kl is None else global_kl + t
@@ -151,7 +151,7 @@ def _kl(q_site: Site, p_site: Site) -> torch.Tensor:
     try:
         return kl_divergence(q_site.fn, p_site.fn)
     except NotImplementedError:
-        return q_site.log_prob - p_site.log_prob
+        return q_site.log_ratio(p_site)
 
 
 def _split(terms: Sequence[torch.Tensor],

@@ -102,6 +102,18 @@ class Site:
             self._log_prob = densities.log_prob(self.fn, self.value, self._eps)
         return self._log_prob
 
+    def log_ratio(self, p: Site) -> torch.Tensor:
+        """log fn(value) - log p.fn(p.value), summed over event dims: this site a guide's
+        choice, p the model's site of the same name. One fused expression where
+        `densities.log_ratio` has one and neither log-density is computed yet (cached or
+        wanted elsewhere: then the difference of the two)."""
+        eps = self._eps
+        if eps is not None and self._log_prob is None and p._log_prob is None:
+            lr = densities.log_ratio(self.fn, p.fn, p.value, eps)
+            if lr is not None:
+                return lr
+        return self.log_prob - p.log_prob
+
     def cache_support_log_prob(self, shape: tuple[int, ...]) -> None:
         """The value is an enumerated support 0..K-1 along its first dim, reshaped to `shape`:
         cache its log-density where that is a view of fn's parameters (a Categorical's
