@@ -158,20 +158,25 @@ def _constant_normal(base: Normal) -> tuple[bool, torch.Tensor] | None:
     gradient, cached on the object from its second scoring on; None when a parameter
     requires grad or the object is new (first use: only remember that it was seen)."""
     loc, scale = base.loc, base.scale
-    if (loc.requires_grad or scale.requires_grad or is_compiling()
-            or loc.is_inference() or scale.is_inference()):
-        return None  # inference tensors keep no version counter: nothing to key a cache on
-    key = (id(loc), loc._version, id(scale), scale._version)
-    cached = base.__dict__.get("_varbayes_const")
-    if cached is None or cached[0] != key:
-        base.__dict__["_varbayes_const"] = (key, None)
+    if loc.requires_grad or scale.requires_grad or is_compiling():
         return None
-    if cached[1] is not None:
-        return cached[1]
+    cached = base.__dict__.get("_varbayes_const")  # (loc, scale, versions, result or None)
+    if cached is None or cached[0] is not loc or cached[1] is not scale:
+        # asked only of tensors new to the cache: those it holds passed this test
+        if loc.is_inference() or scale.is_inference():
+            return None  # inference tensors keep no version counter: nothing to key a cache on
+        base.__dict__["_varbayes_const"] = (loc, scale, (loc._version, scale._version), None)
+        return None
+    versions = (loc._version, scale._version)
+    if cached[2] != versions:  # changed in place
+        base.__dict__["_varbayes_const"] = (loc, scale, versions, None)
+        return None
+    if cached[3] is not None:
+        return cached[3]
     with torch.no_grad():
         standard = bool((loc == 0).all()) and bool((scale == 1).all())
         neg_norm = scale.log().add_(_LOG_SQRT_2PI).neg_()
-    base.__dict__["_varbayes_const"] = (key, (standard, neg_norm))
+    base.__dict__["_varbayes_const"] = (loc, scale, versions, (standard, neg_norm))
     return standard, neg_norm
 
 

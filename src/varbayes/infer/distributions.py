@@ -53,26 +53,29 @@ class Normal(_KeepsClass, _Normal):
     def from_log_scale(cls, loc: Tensor, log_scale: Tensor,
                        validate_args: bool | None = None) -> Normal:
         """Normal(loc, log_scale.exp()) that remembers log_scale (a tensor of loc's shape)."""
-        d = cls(loc, log_scale.exp(), validate_args)
-        if type(log_scale) is Tensor and log_scale.shape == d.scale.shape:
+        scale = log_scale.exp()
+        d = cls(loc, scale, validate_args)
+        # `d.scale is scale`: kept as built, so of log_scale's shape (no shape to compare)
+        if type(log_scale) is Tensor and (d.scale is scale or log_scale.shape == d.scale.shape):
             d._log_scale = log_scale
         return d
 
     def __init__(self, loc: Tensor | float, scale: Tensor | float,
                  validate_args: bool | None = None) -> None:
         if _lean(validate_args) and type(loc) is Tensor:
-            if type(scale) is Tensor and loc.shape == scale.shape:
+            shape = loc.shape  # each `.shape` read builds a torch.Size: read it once
+            if type(scale) is Tensor and shape == scale.shape:
                 self.loc, self.scale = loc, scale
-                self._batch_shape, self._event_shape = loc.shape, _SCALAR
+                self._batch_shape, self._event_shape = shape, _SCALAR
                 self._validate_args = False
                 return
             if (type(scale) in (float, int) and scale > 0 and loc.dim()
                     and loc.is_floating_point()):
                 # a fixed scale (a likelihood's noise): a view of one cached constant, and the
                 # number itself for `densities.log_prob`'s closed form
-                self.loc, self.scale = loc, cached_constant(scale, loc).expand(loc.shape)
+                self.loc, self.scale = loc, cached_constant(scale, loc).expand(shape)
                 self._scalar_scale = float(scale)
-                self._batch_shape, self._event_shape = loc.shape, _SCALAR
+                self._batch_shape, self._event_shape = shape, _SCALAR
                 self._validate_args = False
                 return
         super().__init__(loc, scale, validate_args)
@@ -131,18 +134,27 @@ class Independent(_KeepsClass, _Independent):
 
     def __init__(self, base_distribution: Distribution, reinterpreted_batch_ndims: int,
                  validate_args: bool | None = None) -> None:
-        batch = base_distribution.batch_shape
-        if type(reinterpreted_batch_ndims) is int and 0 <= reinterpreted_batch_ndims <= len(batch):
+        # this module's classes: the fields, without torch's property calls
+        lean = type(base_distribution) in _FIELDS
+        batch = base_distribution._batch_shape if lean else base_distribution.batch_shape
+        n = len(batch)
+        if type(reinterpreted_batch_ndims) is int and 0 <= reinterpreted_batch_ndims <= n:
             # torch's constructor validates nothing of its own (no arg_constraints)
-            cut = len(batch) - reinterpreted_batch_ndims
+            cut = n - reinterpreted_batch_ndims
             self.base_dist = base_distribution
             self.reinterpreted_batch_ndims = reinterpreted_batch_ndims
             self._batch_shape = batch[:cut]
-            self._event_shape = batch[cut:] + base_distribution.event_shape
+            event = base_distribution._event_shape if lean else base_distribution.event_shape
+            # torch.Size arithmetic costs a few hundred ns: no `+ ()` for a scalar base
+            self._event_shape = batch[cut:] + event if event else batch[cut:]
             if validate_args is not None:
                 self._validate_args = validate_args
             return
         super().__init__(base_distribution, reinterpreted_batch_ndims, validate_args)
 
+
+_FIELDS = frozenset({Normal, Bernoulli, Categorical})
+"""Classes whose `batch_shape` / `event_shape` are torch's properties over `_batch_shape` /
+`_event_shape` (no subclass of ours overrides them)."""
 
 __all__ = ["Bernoulli", "Categorical", "Independent", "Normal"]

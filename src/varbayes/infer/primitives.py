@@ -180,7 +180,8 @@ def _add(a: torch.Tensor | None, b: torch.Tensor | None, scale: float = 1.0) -> 
 def _plate_size(t: torch.Tensor | None, plates: int) -> int:
     if plates == 0 or t is None or t.dim() < plates:
         return 1
-    return math.prod(t.shape[-plates:])
+    # one plate (the usual case): one index, no torch.Size slice
+    return t.shape[-1] if plates == 1 else math.prod(t.shape[-plates:])
 
 
 def logmeanexp(t: torch.Tensor, dim: int) -> torch.Tensor:

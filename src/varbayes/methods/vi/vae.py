@@ -46,7 +46,7 @@ class VAE(nn.Module):
         if torch.compiler.is_compiling():
             zeros = x.new_zeros(x.shape[:-1] + (self.sizes["latent"],))
             return Independent(Normal(zeros, 1.0 + zeros, validate_args=False), 1)
-        key = (x.shape[:-1], x.dtype, x.device)
+        key = (x.shape, x.dtype, x.device)  # the whole shape: no torch.Size slice per step
         prior = self._priors.get(key)
         if prior is None:
             if len(self._priors) >= 8:
