@@ -218,3 +218,15 @@ def test_site_log_ratio_reuses_computed_log_probs() -> None:
     unfused = guide_site.log_ratio(model_site)
     torch.testing.assert_close(unfused, cached - model_site.log_prob, rtol=0, atol=0)
     torch.testing.assert_close(fused, unfused)
+
+
+def test_constant_normal_cache_follows_replaced_parameters() -> None:
+    """A cached prior whose loc is replaced by another tensor (not changed in place) is
+    scored at the new loc, not from the old cache entry."""
+    fn = Independent(Normal(torch.zeros(4, 3), torch.ones(4, 3), validate_args=False), 1)
+    v = torch.randn(4, 3)
+    for _ in range(3):
+        densities.log_prob(fn, v)  # cached: standard
+    fn.base_dist.loc = torch.full((4, 3), 2.0)
+    for _ in range(3):
+        torch.testing.assert_close(densities.log_prob(fn, v), fn.log_prob(v))

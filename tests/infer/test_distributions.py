@@ -289,3 +289,31 @@ def test_normal_from_log_scale_scores_with_its_log_scale() -> None:
     wide = ours.base_dist.expand((2, 4, 3))
     assert wide._log_scale is None and ours.base_dist._log_scale is log_scale
     torch.testing.assert_close(wide.log_prob(v), ref.base_dist.expand((2, 4, 3)).log_prob(v))
+
+
+def test_independent_reads_shapes_of_every_base_like_torch() -> None:
+    """Our own bases (shape fields read directly), torch's, and a base with event dims of its
+    own (an `Independent`: torch's properties, and event dims appended) give torch's shapes."""
+    loc, log_scale = _params(4, 3, 2)
+    bases = [lean.Normal(loc, log_scale.exp(), validate_args=False),
+             td.Normal(loc, log_scale.exp()),
+             lean.Bernoulli(logits=loc, validate_args=False),
+             lean.Categorical(logits=loc, validate_args=False),
+             lean.Independent(lean.Normal(loc, log_scale.exp(), validate_args=False), 1),
+             td.Independent(td.Normal(loc, log_scale.exp()), 1)]
+    for base in bases:
+        for k in range(len(base.batch_shape) + 1):
+            ours, ref = lean.Independent(base, k), td.Independent(base, k)
+            assert (ours.batch_shape, ours.event_shape) == (ref.batch_shape, ref.event_shape)
+            assert type(ours.event_shape) is torch.Size
+
+
+def test_from_log_scale_keeps_log_scale_exactly_when_it_has_the_scales_shape() -> None:
+    """Kept when the constructor builds directly or through torch's (validation on) with
+    the same shapes; not when torch's constructor broadcast the scale to loc's shape."""
+    loc, log_scale = _params(4, 3)
+    assert lean.Normal.from_log_scale(loc, log_scale, validate_args=False)._log_scale is log_scale
+    validated = lean.Normal.from_log_scale(loc, log_scale, validate_args=True)
+    assert validated._log_scale is log_scale
+    broadcast = lean.Normal.from_log_scale(loc, log_scale[0], validate_args=False)
+    assert broadcast._log_scale is None and broadcast.scale.shape == (4, 3)

@@ -48,3 +48,13 @@ def test_site_elbo_of_a_bayesian_regression_is_minus_elbo_loss():
     g1 = torch.autograd.grad(est.loss(), loc)[0]
     g2 = torch.autograd.grad(expected, loc)[0]
     assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_plate_size_is_the_number_of_examples_in_the_plate_dims() -> None:
+    """The data size `log_weight` uses when none is declared: the product of the plate dims
+    (one plate read by index, several by product), 1 without plates or plate dims."""
+    from varbayes.infer.primitives import _plate_size
+
+    t = torch.zeros(5, 3, 4)
+    assert [_plate_size(t, k) for k in (0, 1, 2, 3)] == [1, 4, 12, 60]
+    assert _plate_size(torch.zeros(4), 2) == 1 and _plate_size(None, 1) == 1
