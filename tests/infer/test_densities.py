@@ -220,6 +220,18 @@ def test_site_log_ratio_reuses_computed_log_probs() -> None:
     torch.testing.assert_close(fused, unfused)
 
 
+def test_site_log_ratio_scores_each_site_at_its_own_value() -> None:
+    """A model site holding a value other than the guide's draw: the fused form still scores
+    q at its own draw (through eps) and p at p's value, as the two log-densities would."""
+    q, value, eps, _ = _guide_draw(1, True)
+    p, _ = _prior("standard", 1)
+    other = value + 1.0
+    guide_site, model_site = Site("z", q), Site("z", p, other)
+    guide_site.value, guide_site._eps = value, eps
+    got = guide_site.log_ratio(model_site)
+    torch.testing.assert_close(got, q.log_prob(value) - p.log_prob(other))
+
+
 def test_constant_normal_cache_follows_replaced_parameters() -> None:
     """A cached prior whose loc is replaced by another tensor (not changed in place) is
     scored at the new loc, not from the old cache entry."""
