@@ -18,8 +18,11 @@ varbayes: `validate_args=False` in the programs), as in a tuned training loop. T
 programs (the library's VAE and the mixture below) build their distributions with
 `varbayes.infer.distributions`, torch's classes with cheaper constructors.
 Usage: `python benchmarks/vi_overhead.py [--repeats 300] [--quick] [--wall] [--breakdown]
-[--compile] [--guards] [--calls] [--mixture]` (`--mixture`: only section 2; `--breakdown`:
-only the batch-64 VAE step in stages, to see where its overhead goes; `--calls`: the Python
+[--compile] [--guards] [--calls] [--mixture] [--fixed]` (`--mixture`: only section 2;
+`--breakdown`: only the batch-64 VAE step in stages, to see where its overhead goes;
+`--fixed`: the same stages on a VAE with 4 hidden units at batch 2, where a step still takes
+about 1 ms of fixed per-step cost, so the microseconds each stage adds over hand-written code
+show more clearly than at batch 64; `--calls`: the Python
 function calls and bytecodes one batch-64 step executes, hand-written, the floor and varbayes:
 counts that a busy machine does not blur;
 `--compile`: also the compiled path, `varbayes.infer.compile_loss` with Inductor,
@@ -67,6 +70,8 @@ def main() -> None:
                         help="also time the compiled path (Inductor; compiles take minutes)")
     parser.add_argument("--guards", action="store_true",
                         help="only the compiled steps' guard cost (Inductor, 400-600 repeats)")
+    parser.add_argument("--fixed", action="store_true",
+                        help="only the stages on a tiny VAE (hidden 4, batch 2): fixed cost")
     parser.add_argument("--calls", action="store_true",
                         help="only the Python calls and bytecodes of one batch-64 VAE step")
     parser.add_argument("--mixture", action="store_true",
@@ -80,8 +85,9 @@ def main() -> None:
     if not args.wall:
         torch.set_num_threads(1)
         CLOCK = time.process_time
-    if args.breakdown:
-        print(breakdown_table(64, 1500 if not args.quick else 100))
+    if args.breakdown or args.fixed:
+        print(breakdown_table(2 if args.fixed else 64, 1500 if not args.quick else 100,
+                              hidden=4 if args.fixed else 200))
         return
     if args.calls:
         print(calls_table(64))
@@ -218,12 +224,13 @@ def _pyro_vae_guide(pyro: object, vae: VAE, x: torch.Tensor) -> None:
         pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
 
-def breakdown_table(batch: int, repeats: int) -> str:
+def breakdown_table(batch: int, repeats: int, hidden: int = 200) -> str:
     """The VAE step in stages: hand-written; the tensor operations varbayes runs, written out;
     the same through the programs' distribution objects and `varbayes.infer.densities`; the
-    full estimate (handlers, traces, estimator)."""
+    full estimate (handlers, traces, estimator). `hidden`: the VAE's hidden width (4 with
+    batch 2 leaves the fixed per-step cost, in microseconds above hand-written code)."""
     torch.manual_seed(0)
-    vae = VAE()
+    vae = VAE(hidden=hidden)
     x = (torch.rand(batch, 64) < 0.3).float()
     _varbayes_step(vae, x)  # the VAE's prior object now exists and is cached
     contenders = {"hand-written": lambda: _hand_step(vae, x),
@@ -233,9 +240,9 @@ def breakdown_table(batch: int, repeats: int) -> str:
                   "varbayes (+ handlers, traces, estimator)": lambda: _varbayes_step(vae, x)}
     t = median_times(contenders, repeats=repeats, warmup=20, clock=CLOCK)
     base = t["hand-written"]
-    rows = [[name, 1e3 * v, v / base] for name, v in t.items()]
-    return (f"VAE step at batch {batch}, in stages (median of {repeats})\n\n"
-            + markdown(["stage", "ms", "/ hand-written"], rows))
+    rows = [[name, 1e3 * v, v / base, 1e6 * (v - base)] for name, v in t.items()]
+    return (f"VAE step (hidden {hidden}) at batch {batch}, in stages (median of {repeats})\n\n"
+            + markdown(["stage", "ms", "/ hand-written", "us above hand-written"], rows))
 
 
 def calls_table(batch: int) -> str:
