@@ -45,10 +45,8 @@ Objective = Callable[..., torch.Tensor]
 def elbo(*, kl_weight: float = 1.0, warmup: float = 1.0, analytic_kl: bool = False) -> Objective:
     """ELBO: E_q[log p(x, z) - log q(z)] (with the KL weight, warm-up and analytic KL options
     of the one ELBO, `varbayes.infer.elbo_terms`)."""
-    if not (type(kl_weight) is float and type(warmup) is float
-            and kl_weight == 1.0 and warmup == 1.0):  # the defaults need no check (built per step)
-        _check_weight("elbo kl_weight", kl_weight)
-        _check_weight("elbo warmup", warmup)
+    _check_weight("elbo kl_weight", kl_weight)
+    _check_weight("elbo warmup", warmup)
 
     def objective(model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         q = simulate(guide, *args, **kwargs)
